@@ -1,0 +1,256 @@
+"""MNIST-format data: IDX files read into uint8 tensors, torchvision download, an embedded sample, test data.
+
+Each split is held as one uint8 tensor of images [N, 28, 28] and one int64 tensor of labels [N];
+`to_float` turns images into the float32 [N, 1, 28, 28] in [0, 1] the models take.
+
+    from data import load_dataset, to_float
+    ds = load_dataset("fashion-mnist", "/usr/share/datasets/fashion-mnist")
+    x = to_float(ds.train.images)
+
+Datasets: "mnist" and "fashion-mnist" read the four standard IDX files (optionally .gz) from `directory`
+or from torchvision's layout `directory/MNIST/raw/` / `directory/FashionMNIST/raw/`, downloading them with
+torchvision when asked; "mnist-sample" reads 5,000 real MNIST digits shipped in assets/mnist_sample/.
+"""
+import gzip
+import math
+import os
+import secrets
+import socket
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+SAMPLE_DIR = Path(__file__).resolve().parent / "assets" / "mnist_sample"
+DOWNLOAD_TIMEOUT_S = 60  # per socket operation; without one a stalled mirror hangs the run forever
+
+OFFLINE_OPTIONS = (
+    "--dataset mnist-sample (embedded, works offline), or `apt-get install dataset-fashion-mnist` then "
+    "--dataset fashion-mnist --directory /usr/share/datasets/fashion-mnist --download False"
+)
+IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only type MNIST-format files use
+
+
+class DataError(Exception):
+    """A data problem the user caused or can fix; str(e) is one line saying what to do."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, 28, 28]
+    labels: torch.Tensor  # int64 [N]
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+
+
+def load_dataset(name: str, directory, download: bool = False) -> Dataset:
+    """Load `name` (one of DATASETS) from `directory`, downloading it first if asked and not present."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "mnist-sample":
+        folder = _locate([SAMPLE_DIR])
+        if folder is None:
+            raise DataError(f"the embedded MNIST sample is missing from {SAMPLE_DIR}; "
+                            "restore assets/mnist_sample/ from the repository")
+        return _read_dataset(name, folder)
+
+    if directory is None:
+        raise DataError(f"{name} needs a data folder: pass --directory, or use --dataset mnist-sample")
+    directory = Path(directory).expanduser()
+    candidates = [directory, directory / TORCHVISION_FOLDER[name] / "raw"]
+    folder = _locate(candidates)
+    if folder is None and download:
+        _download(name, directory)
+        folder = _locate(candidates)
+    if folder is None:
+        looked_for = ", ".join(f"{f}[.gz]" for pair in SPLIT_FILES.values() for f in pair)
+        searched = " and ".join(str(c) for c in candidates)
+        raise DataError(f"{name} not found: looked for {looked_for} in {searched}; "
+                        f"pass --download True to fetch it, or use {OFFLINE_OPTIONS}")
+    return _read_dataset(name, folder)
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1]."""
+    assert images_uint8.dtype == torch.uint8 and images_uint8.dim() == 3, (images_uint8.dtype, images_uint8.shape)
+    return images_uint8.unsqueeze(1).to(torch.float32).div_(255)
+
+
+def read_idx(path) -> torch.Tensor:
+    """Read a uint8 IDX file (gzip-compressed or plain) into a tensor of the shape its header gives."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path} is truncated or not valid gzip ({_one_line(e)}); "
+                        "delete it and download it again") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or _one_line(e)}") from None
+
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); "
+                        "delete it and download it again")
+    type_code, ndim = raw[2], raw[3]
+    if type_code != IDX_UBYTE:
+        raise DataError(f"{path} holds IDX type 0x{type_code:02x}, expected unsigned bytes (0x08)")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path} has a bad IDX header ({ndim} dimensions, {len(raw)} bytes); "
+                        "delete it and download it again")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = math.prod(dims)  # Python ints: a corrupt header cannot overflow
+    if len(raw) - header != size:
+        raise DataError(f"{path} is truncated or corrupt: header says {list(dims)} = {size} bytes of data, "
+                        f"file holds {len(raw) - header}; delete it and download it again")
+    array = np.frombuffer(raw, dtype=np.uint8, count=size, offset=header).reshape(dims)
+    return torch.from_numpy(array.copy())  # copy: frombuffer over bytes is read-only
+
+
+def write_idx(path, tensor_uint8: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file, gzip-compressed if `path` ends in .gz; atomic."""
+    assert tensor_uint8.dtype == torch.uint8 and tensor_uint8.dim() >= 1, (tensor_uint8.dtype, tensor_uint8.shape)
+    path = Path(path)
+    array = tensor_uint8.detach().cpu().contiguous().numpy()
+    payload = struct.pack(f">BBBB{array.ndim}I", 0, 0, IDX_UBYTE, array.ndim, *array.shape) + array.tobytes()
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, compresslevel=9, mtime=0)  # mtime=0: same data, same bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # same folder: atomic replace
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & umask, unlike mkstemp's 0o600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_synthetic_idx(directory, n_train: int = 200, n_test: int = 100, seed: int = 0, gz: bool = True) -> Path:
+    """Write a tiny learnable fake MNIST (the four standard IDX files) into `directory` and return it.
+
+    Each of the 10 classes is a fixed template of three blurred strokes; every image is its class template
+    shifted by up to 2 pixels, scaled in contrast and overlaid with noise. Labels are balanced.
+    """
+    g = torch.Generator().manual_seed(seed)
+    templates = _stroke_templates(g)  # [10, 28, 28] in [0, 1]
+    directory = Path(directory)
+    suffix = ".gz" if gz else ""
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
+        images = _jitter(templates[labels], g)
+        image_file, label_file = SPLIT_FILES[split]
+        write_idx(directory / (image_file + suffix), images)
+        write_idx(directory / (label_file + suffix), labels.to(torch.uint8))
+    return directory
+
+
+def _stroke_templates(g: torch.Generator, strokes: int = 3, width: float = 1.2) -> torch.Tensor:
+    """10 templates [10, 28, 28] in [0, 1], each the union of `strokes` Gaussian-blurred line segments."""
+    ends = 5 + 18 * torch.rand(10, strokes, 2, 2, generator=g)  # [class, stroke, end, (y, x)] inside the centre
+    yx = torch.stack(torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij"), -1).view(1, 1, 784, 2)
+    a, b = ends[:, :, None, 0], ends[:, :, None, 1]  # [10, strokes, 1, 2]
+    t = ((yx - a) * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1).clamp_min(1e-6)
+    closest = a + t.clamp(0, 1)[..., None] * (b - a)  # nearest point of each segment to each pixel
+    dist2 = ((yx - closest) ** 2).sum(-1)  # [10, strokes, 784]
+    ink = torch.exp(-dist2 / (2 * width**2)).amax(1)  # [10, 784]
+    return (ink / ink.amax(1, keepdim=True)).view(10, 28, 28)
+
+
+def _jitter(templates: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Per-image random shift, contrast and noise: float [N, 28, 28] in [0, 1] -> uint8 [N, 28, 28]."""
+    n = templates.shape[0]
+    padded = torch.nn.functional.pad(templates, (max_shift,) * 4)  # [N, 32, 32]
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=g)
+    rows = (dy + torch.arange(28))[:, :, None]  # [N, 28, 1]
+    cols = (dx + torch.arange(28))[:, None, :]  # [N, 1, 28]
+    shifted = padded[torch.arange(n)[:, None, None], rows, cols]  # [N, 28, 28]
+    contrast = 0.8 + 0.4 * torch.rand(n, 1, 1, generator=g)
+    noisy = shifted * contrast + 0.08 * torch.randn(n, 28, 28, generator=g)
+    return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _locate(folders):
+    """The first folder holding all four IDX files (plain or .gz) as {base name: path}, else None."""
+    for folder in folders:
+        found = {}
+        for base in (f for pair in SPLIT_FILES.values() for f in pair):
+            # plain first: torchvision leaves both, and the plain file skips decompression
+            found[base] = next((p for p in (folder / base, folder / f"{base}.gz") if p.is_file()), None)
+        if all(found.values()):
+            return found
+    return None
+
+
+def _read_dataset(name: str, files) -> Dataset:
+    splits = {}
+    for split, (image_file, label_file) in SPLIT_FILES.items():
+        images, labels = read_idx(files[image_file]), read_idx(files[label_file])
+        if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+            raise DataError(f"{files[image_file]} holds images of shape {list(images.shape)}, "
+                            "expected [N, 28, 28]; is it an images file?")
+        if labels.dim() != 1:
+            raise DataError(f"{files[label_file]} holds shape {list(labels.shape)}, expected labels [N]; "
+                            "is it a labels file?")
+        if len(images) != len(labels):
+            raise DataError(f"{files[image_file]} holds {len(images)} images but {files[label_file]} holds "
+                            f"{len(labels)} labels; the two files must come from the same download")
+        if len(labels) and int(labels.max()) > 9:
+            raise DataError(f"{files[label_file]} holds label {int(labels.max())}, expected classes 0..9")
+        splits[split] = Split(images, labels.to(torch.int64))
+    return Dataset(name, splits["train"], splits["test"])
+
+
+def _download(name: str, directory: Path) -> None:
+    """Fetch the raw files with torchvision into a temporary folder, then move them to <directory>/<Name>/raw/.
+
+    Files only appear in their final place once complete, so a failed or interrupted download never leaves
+    a partial file for the next run to trip over.
+    """
+    folder = TORCHVISION_FOLDER[name]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
+            import torchvision  # lazy: slow to import and only needed here
+
+            dataset_class = getattr(torchvision.datasets, folder)
+            previous_timeout = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+            try:
+                dataset_class(tmp, train=True, download=True)  # fetches train and test files
+            finally:
+                socket.setdefaulttimeout(previous_timeout)
+            raw = directory / folder / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            for file in sorted((Path(tmp) / folder / "raw").iterdir()):
+                os.replace(file, raw / file.name)
+    except Exception as e:  # network, HTTP, checksum, disk: torchvision raises many kinds
+        raise DataError(f"downloading {name} into {directory} failed ({_one_line(e)}); offline options: "
+                        f"{OFFLINE_OPTIONS}") from None
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+    """An exception as one short line: its type, and its message's lines joined."""
+    text = " ".join(str(error).split())  # split() also removes newlines
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

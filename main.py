@@ -1,0 +1,323 @@
+"""Command line of the Adversarial Autoencoder trainer.
+
+    python main.py --epochs 100 --download True                 # train on MNIST, weights in weights/
+    python main.py --dataset mnist-sample --epochs 20           # 5,000 real digits shipped here, offline
+    python main.py --resume                                     # continue weights/aae.pt
+    python main.py draw --weights weights                       # pictures of what the model learned
+
+`python main.py --help` and `python main.py draw --help` list every flag. Errors a user can
+cause print one line and exit with a non-zero code: 2 for bad flags, 1 for data or weights
+files that cannot be used, 3 for a diverged run, 130/143 after Ctrl-C/SIGTERM (resumable).
+"""
+
+import argparse
+import math
+import signal
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
+COMMANDS = ("train", "draw")
+
+
+# -- flag types: each refuses a bad value with a one-line message --------------------------------
+
+
+def str2bool(text):
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "y", "on"):
+        return True
+    if value in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True/False/1/0/yes/no, got {text!r}")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block) and exits with 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser():
+    """Flags of the training command (the default command). Names of the original are kept."""
+    from data import DATASETS
+
+    p = Parser(
+        prog="main.py",
+        description="Train an Adversarial Autoencoder (Makhzani et al. 2016) on MNIST-format data.",
+        epilog="Other commands: `main.py draw --help`.",
+    )
+    p.add_argument("--directory", default="data", help="where the data lives, or is downloaded to (default: data)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist",
+                   help="mnist (download or IDX files), fashion-mnist, or mnist-sample: 5,000 real digits "
+                        "kept in this repository (default: mnist)")
+    p.add_argument("--download", type=str2bool, nargs="?", const=True, default=False,
+                   help="download the dataset with torchvision if it is not in --directory: "
+                        "True/False/1/0/yes/no, or bare (default: False)")
+    p.add_argument("--no-download", dest="download", action="store_false", help="same as --download False")
+    p.add_argument("--epochs", type=positive_int, default=100, help="epochs to train in all (default: 100)")
+    p.add_argument("--batch_size", type=positive_int, default=100, help="images per step (default: 100, the paper's)")
+    p.add_argument("--gen_lr", type=positive_float, default=6e-4,
+                   help="Adam learning rate of the reconstruction phase: encoder + decoder (default: 6e-4)")
+    p.add_argument("--dis_lr", type=positive_float, default=8e-4,
+                   help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
+                        "as generator (default: 8e-4)")
+    p.add_argument("--latent_dim", type=positive_int, default=8, help="size of the code (default: 8)")
+    p.add_argument("--prior_std", type=positive_float, default=5.0,
+                   help="standard deviation of the Gaussian prior N(0, std^2 I) (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and prior draws")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16 autocasts the forward passes; faster on CPUs with AVX-512 BF16/AMX and GPUs")
+    p.add_argument("--weights", default="weights",
+                   help="folder for the checkpoint aae.pt, log.csv and pictures (default: weights)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue the run in --weights (or the given checkpoint file)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
+    return p
+
+
+def build_draw_parser():
+    p = Parser(prog="main.py draw", description="Draw pictures from a trained checkpoint.")
+    p.add_argument("what", nargs="*", default=["all"],
+                   choices=("all", "interpolation", "samples", "reconstructions", "losses"),
+                   help="which pictures (default: all)")
+    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
+    p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
+    p.add_argument("--classes", type=int, nargs=2, metavar=("FROM", "TO"), default=None,
+                   help="interpolate from digits of class FROM to class TO (default: random test pairs)")
+    p.add_argument("--pairs", type=positive_int, default=8, help="interpolation rows (default: 8)")
+    p.add_argument("--steps", type=positive_int, default=10, help="interpolation steps (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="picks the pairs and the prior draws")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    return p
+
+
+def explicit_flags(parser, argv):
+    """The flags the user actually typed, with their parsed values."""
+    quiet = build_parser()
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return vars(quiet.parse_args(argv))
+
+
+# -- the commands --------------------------------------------------------------------------------
+
+
+class StopFlag:
+    """Signal handler that only records the request; training saves at the next safe point."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:  # a second request: leave now; saves are atomic
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point (again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    def __bool__(self):
+        return self.signum is not None
+
+
+def configs_from(args):
+    from models import ModelConfig
+    from train import TrainConfig
+
+    model_cfg = ModelConfig(latent_dim=args.latent_dim)
+    names = {f.name for f in fields(TrainConfig)}
+    train_cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    return model_cfg, train_cfg
+
+
+# What a resumed run may change: everything else decides what is being trained.
+MAY_CHANGE_ON_RESUME = {"epochs", "precision", "directory"}
+
+
+def merge_resume(args, explicit, ckpt):
+    """Flags not typed take the checkpoint's values; typed ones that contradict it are refused."""
+    saved = {**ckpt["model_config"], **ckpt.get("train_config", {})}
+    clashes = []
+    for key, value in saved.items():
+        if not hasattr(args, key):
+            continue
+        if key in explicit and explicit[key] != value and key not in MAY_CHANGE_ON_RESUME:
+            clashes.append(f"--{key} {explicit[key]} (checkpoint: {value})")
+        elif key not in explicit:
+            setattr(args, key, value)
+    if clashes:
+        raise UsageError("--resume: these flags contradict the checkpoint: " + ", ".join(clashes)
+                         + "; drop them, or train into another --weights folder")
+    return args
+
+
+class UsageError(Exception):
+    pass
+
+
+def train_command(argv):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import torch
+
+    import utils
+    from data import load_dataset
+    from train import NonFiniteLoss, Trainer, Interrupted
+
+    weights = Path(args.weights)
+    ckpt = None
+    if args.resume:
+        source = weights if args.resume is True else Path(args.resume)
+        ckpt = utils.load_checkpoint(source)
+        args = merge_resume(args, explicit_flags(parser, argv), ckpt)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = utils.choose_device(args.device)
+    utils.check_writable(weights)
+    data = load_dataset(args.dataset, args.directory, args.download)
+    model_cfg, train_cfg = configs_from(args)
+    trainer = Trainer(model_cfg, train_cfg, device)
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt)
+        print(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
+    if trainer.epoch >= train_cfg.epochs and not trainer.partial:
+        print(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
+        return 0
+
+    # its own generator, so the training stream of prior draws is the same with or without it
+    fixed_noise = trainer.sample_prior(100, generator=torch.Generator(device=device).manual_seed(train_cfg.seed))
+    progress_dir = weights / "samples"
+
+    def save(t):
+        utils.save_checkpoint(t.state_dict(), weights / utils.CHECKPOINT_NAME)
+        if t.history:
+            utils.write_csv(t.history, weights / utils.LOG_NAME)
+        if not t.partial:  # a grid from the same noise every epoch: comparable across epochs
+            progress_dir.mkdir(exist_ok=True)
+            t.decoder.eval()
+            with torch.no_grad():
+                utils.save_grid(t.decoder(fixed_noise), progress_dir / f"epoch_{t.epoch:03d}.png")
+            t.decoder.train()
+
+    stop = StopFlag()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(f"training on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test images), "
+          f"{device}, {train_cfg.precision}; weights in {weights}/")
+    try:
+        trainer.fit(data, save=save, should_stop=lambda: bool(stop), progress=tqdm_progress())
+    except Interrupted:
+        print(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
+              + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
+              + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
+        return 128 + stop.signum
+    except NonFiniteLoss as e:
+        print(f"error: {e}; the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one. "
+              "Try lower --gen_lr/--dis_lr.", file=sys.stderr)
+        return EXIT_DIVERGED
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
+    print(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
+    return 0
+
+
+def tqdm_progress():
+    """A tqdm bar per epoch on a terminal; nothing when output goes to a file."""
+    from functools import partial
+
+    from tqdm import tqdm
+
+    return partial(tqdm, leave=False, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+def draw_all(trained, data, out, what=("all",), classes=None, pairs=8, steps=10, seed=0):
+    import utils
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    test = data.test.images.unsqueeze(1).float().div(255) if data is not None else None
+    wanted = set(what)
+    written = []
+    if wanted & {"all", "interpolation"}:
+        utils.draw_interpolation(trained, test, data.test.labels, out / "interpolation.png",
+                                 n_pairs=pairs, steps=steps, classes=classes, seed=seed)
+        written.append("interpolation.png")
+    if wanted & {"all", "samples"}:
+        utils.draw_samples(trained, out / "samples.png", seed=seed)
+        written.append("samples.png")
+    if wanted & {"all", "reconstructions"}:
+        utils.draw_reconstructions(trained, test, out / "reconstructions.png")
+        written.append("reconstructions.png")
+    if wanted & {"all", "losses"} and trained.history:
+        utils.draw_losses(trained.history, out / "losses.png")
+        written.append("losses.png")
+    return [out / name for name in written]
+
+
+def draw_command(argv):
+    args = build_draw_parser().parse_args(argv)
+    import utils
+    from data import load_dataset
+
+    device = utils.choose_device(args.device)
+    trained = utils.load_models(args.weights, device=device)
+    tc = trained.train_config
+    directory = args.directory or tc.get("directory", "data")
+    data = None
+    if set(args.what) & {"all", "interpolation", "reconstructions"}:
+        data = load_dataset(tc.get("dataset", "mnist"), directory, download=False)
+        if args.classes and any(c not in data.test.labels for c in args.classes):
+            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
+    out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    for path in draw_all(trained, data, out, args.what, args.classes, args.pairs, args.steps, args.seed):
+        print(path)
+    return 0
+
+
+def main(argv=None):
+    """Run a command; returns the exit code. Errors a user can cause become one line on stderr."""
+    from data import DataError
+    from utils import CheckpointError, SaveError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    try:
+        return {"train": train_command, "draw": draw_command}[command](argv)
+    except (UsageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DataError, CheckpointError, SaveError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FILES
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The three networks of an Adversarial Autoencoder (Makhzani et al., 2016, arXiv 1511.05644).
+
+An encoder maps images to latent codes, a decoder maps codes back to images, and a
+discriminator tells codes drawn from the prior from codes produced by the encoder. In an
+AAE the *encoder* is the adversarial generator and the discriminator never sees images.
+
+    from models import ModelConfig, build_models
+    encoder, decoder, discriminator = build_models(ModelConfig(latent_dim=2))
+    codes = encoder(images)          # [N, 1, 28, 28] or [N, 784] floats in [0, 1] -> [N, 2]
+    images = decoder(codes)          # [N, 2] -> [N, 1, 28, 28] in [0, 1]
+    logits = discriminator(codes)    # [N, 2] -> [N], logits of "drawn from the prior"
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    # Defaults are the original model-zoo AAE's: 784-1000-1000-8 MLPs with these dropout rates.
+    image_shape: tuple = (1, 28, 28)
+    latent_dim: int = 8
+    hidden_dim: int = 1000
+    dropout: float = 0.25  # encoder and decoder
+    dis_hidden_dim: int = 1000
+    dis_dropout: float = 0.2
+
+    @property
+    def image_size(self) -> int:
+        channels, height, width = self.image_shape
+        return channels * height * width
+
+
+def mlp(sizes, dropout):
+    """Linear layers of the given sizes with Dropout then ReLU between them; the last is linear."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers += [nn.Dropout(dropout), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """q(z|x): deterministic, so the aggregated posterior is shaped by the data alone (paper §2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = mlp([cfg.image_size, cfg.hidden_dim, cfg.hidden_dim, cfg.latent_dim], cfg.dropout)
+
+    def forward(self, x):
+        return self.net(x.flatten(1))  # [N, C, H, W] or [N, C*H*W] -> [N, C*H*W] -> [N, latent]
+
+
+class Decoder(nn.Module):
+    """p(x|z): Bernoulli pixel means. `logits` is what training uses (stable BCE, autocast-safe)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.image_shape = tuple(cfg.image_shape)
+        self.net = mlp([cfg.latent_dim, cfg.hidden_dim, cfg.hidden_dim, cfg.image_size], cfg.dropout)
+
+    def logits(self, z):
+        return self.net(z).view(-1, *self.image_shape)  # [N, C*H*W] -> [N, C, H, W]
+
+    def forward(self, z):
+        return torch.sigmoid(self.logits(z))
+
+
+class Discriminator(nn.Module):
+    """D(z): the logit that a code came from the prior rather than from the encoder."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = mlp([cfg.latent_dim, cfg.dis_hidden_dim, cfg.dis_hidden_dim, 1], cfg.dis_dropout)
+
+    def forward(self, z):
+        return self.net(z).squeeze(1)  # [N, 1] -> [N]
+
+
+def build_models(cfg: ModelConfig):
+    """Encoder, decoder and discriminator, freshly initialised from `cfg`."""
+    return Encoder(cfg), Decoder(cfg), Discriminator(cfg)

@@ -1,0 +1,182 @@
+"""The command line: flags, user errors with their messages and exit codes, and whole runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import main
+import utils
+
+ROOT = main.Path(__file__).resolve().parent.parent
+
+
+def parse(*argv):
+    return main.build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], False),
+        (["--download"], True),
+        (["--download", "True"], True),
+        (["--download", "true"], True),
+        (["--download", "1"], True),
+        (["--download", "yes"], True),
+        (["--download", "False"], False),
+        (["--download", "false"], False),
+        (["--download", "0"], False),
+        (["--download", "no"], False),
+        (["--no-download"], False),
+        (["--download", "--no-download"], False),
+    ],
+)
+def test_download_flag(argv, expected):
+    assert parse(*argv).download is expected
+
+
+def test_original_flags_and_defaults():
+    args = parse("--directory", "d", "--epochs", "3", "--batch_size", "16", "--gen_lr", "1e-3", "--dis_lr", "2e-3")
+    assert (args.directory, args.epochs, args.batch_size, args.gen_lr, args.dis_lr) == ("d", 3, 16, 1e-3, 2e-3)
+    d = parse()
+    assert (d.epochs, d.batch_size, d.gen_lr, d.dis_lr, d.latent_dim, d.prior_std) == (100, 100, 6e-4, 8e-4, 8, 5.0)
+    assert (d.dataset, d.weights, d.device, d.seed, d.resume) == ("mnist", "weights", "auto", 0, False)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--epochs", "-3"], "--epochs: must be at least 1"),
+        (["--epochs", "ten"], "--epochs: expected a whole number"),
+        (["--batch_size", "0"], "--batch_size: must be at least 1"),
+        (["--gen_lr", "0"], "--gen_lr: must be a finite number > 0"),
+        (["--gen_lr=-1e-3"], "--gen_lr: must be a finite number > 0"),
+        (["--gen_lr", "-0.001"], "--gen_lr: must be a finite number > 0"),
+        (["--dis_lr", "nan"], "--dis_lr: must be a finite number > 0"),
+        (["--dis_lr", "inf"], "--dis_lr: must be a finite number > 0"),
+        (["--dis_lr", "fast"], "--dis_lr: expected a number"),
+        (["--dataset", "cifar"], "--dataset: invalid choice"),
+        (["--download", "maybe"], "--download: expected True/False"),
+        (["--prior_std", "0"], "--prior_std: must be a finite number > 0"),
+        (["--latent_dim", "0"], "--latent_dim: must be at least 1"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_flags_are_refused_in_one_line_with_exit_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main.main(argv + ["--weights", str(tmp_path / "w")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "w").exists()  # refused before any work
+
+
+def test_missing_data_is_one_line_exit_1(tmp_path, capsys):
+    code = main.main(["--directory", str(tmp_path), "--weights", str(tmp_path / "w"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and str(tmp_path) in err and "mnist-sample" in err
+
+
+def test_download_failure_names_the_offline_options(tmp_path, capsys, monkeypatch):
+    import torchvision
+    import urllib.error
+
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    code = main.main(["--download", "True", "--directory", str(tmp_path / "data"), "--weights", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "mnist-sample" in err and "fashion-mnist" in err
+
+
+def test_weights_under_a_regular_file_is_refused_before_training(tmp_path, idx_dir, capsys):
+    (tmp_path / "file").write_text("x")
+    code = main.main(["--directory", str(idx_dir), "--weights", str(tmp_path / "file" / "w"), "--epochs", "1"])
+    assert code == 1 and "not writable" in capsys.readouterr().err
+
+
+def run_main(*argv, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *argv], capture_output=True, text=True,
+                          env=env, cwd=kwargs.pop("cwd", ROOT), timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+def test_one_epoch_through_main_py_writes_everything(idx_dir, tmp_path):
+    weights = tmp_path / "w"
+    result = run_main("--directory", str(idx_dir), "--epochs", "1", "--weights", str(weights), "--latent_dim", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "epoch   1/1" in result.stdout
+    for name in ("aae.pt", "log.csv", "interpolation.png", "samples.png", "reconstructions.png", "losses.png",
+                 "samples/epoch_001.png"):
+        assert (weights / name).is_file(), name
+    rows = utils.read_csv(weights / "log.csv")
+    assert len(rows) == 1 and rows[0]["epoch"] == 1 and rows[0]["test_recon_bce"] > 0
+    trained = utils.load_models(weights)
+    assert trained.config.latent_dim == 2 and trained.train_config["epochs"] == 1
+
+    # draw, as a separate command, into another folder
+    out = tmp_path / "pics"
+    result = run_main("draw", "interpolation", "samples", "--weights", str(weights), "--out", str(out),
+                      "--classes", "3", "8")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["interpolation.png", "samples.png"]
+
+
+def test_resume_refuses_contradicting_flags(idx_dir, tmp_path, capsys):
+    weights = str(tmp_path / "w")
+    common = ["--directory", str(idx_dir), "--weights", weights, "--latent_dim", "2"]
+    assert main.main(common + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    code = main.main(["--directory", str(idx_dir), "--weights", weights, "--resume", "--latent_dim", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--latent_dim 4 (checkpoint: 2)" in err and err.count("\n") == 1
+    # flags not typed come from the checkpoint; --epochs may grow the run
+    assert main.main(["--directory", str(idx_dir), "--weights", weights, "--resume", "--epochs", "2"]) == 0
+    assert utils.load_models(weights).config.latent_dim == 2
+    assert len(utils.read_csv(tmp_path / "w" / "log.csv")) == 2
+
+
+def test_resume_from_nothing_says_so(tmp_path, capsys):
+    assert main.main(["--weights", str(tmp_path / "w"), "--resume"]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(idx_dir, tmp_path):
+    common = ["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "10", "--epochs", "3"]
+    straight = run_main(*common, "--weights", str(tmp_path / "a"))
+    assert straight.returncode == 0, straight.stderr
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *common, "--weights", str(tmp_path / "b")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    deadline = time.time() + 120
+    while not (tmp_path / "b" / "aae.pt").exists() and time.time() < deadline:  # killed after epoch 1
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "--resume" in err and "Traceback" not in err
+
+    resumed = run_main(*common, "--weights", str(tmp_path / "b"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "a" / "aae.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "aae.pt", weights_only=True)
+    for net in ("encoder", "decoder", "discriminator"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
+    for name, opt in a["optimizers"].items():
+        for pid, state in opt["state"].items():
+            for k, v in state.items():
+                assert torch.equal(v, b["optimizers"][name]["state"][pid][k])
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])

@@ -1,0 +1,184 @@
+"""The three phases, seeded determinism and exact resume of train.Trainer."""
+
+import io
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import train
+from train import Interrupted, NonFiniteLoss, Trainer
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module):
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def weight_names(module):
+    return {k for k, _ in module.named_parameters()}
+
+
+@pytest.fixture
+def trainer(tiny_model, tiny_train):
+    return Trainer(tiny_model, tiny_train, "cpu")
+
+
+@pytest.fixture
+def batch(dataset):
+    return train.as_float(dataset.train.images[:50])
+
+
+def all_snapshots(t):
+    return [snapshot(m) for m in (t.encoder, t.decoder, t.discriminator)]
+
+
+def test_reconstruction_phase_steps_encoder_and_decoder_only(trainer, batch):
+    enc, dec, dis = all_snapshots(trainer)
+    loss = train.reconstruction_phase(trainer.encoder, trainer.decoder, trainer.optimizers["reconstruction"], batch)
+    assert loss.item() > 0
+    assert changed(enc, trainer.encoder) == weight_names(trainer.encoder)
+    assert changed(dec, trainer.decoder) == weight_names(trainer.decoder)
+    assert changed(dis, trainer.discriminator) == set()
+
+
+def test_discriminator_phase_steps_discriminator_only(trainer, batch):
+    enc, dec, dis = all_snapshots(trainer)
+    z_prior = trainer.sample_prior(len(batch))
+    loss, acc = train.discriminator_phase(
+        trainer.encoder, trainer.discriminator, trainer.optimizers["discriminator"], batch, z_prior
+    )
+    assert 0 <= acc.item() <= 1 and loss.item() > 0
+    assert changed(enc, trainer.encoder) == set()
+    assert changed(dec, trainer.decoder) == set()
+    assert changed(dis, trainer.discriminator) == weight_names(trainer.discriminator)
+    assert all(p.grad is None for p in trainer.encoder.parameters())  # codes were detached
+
+
+def test_generator_phase_steps_encoder_only(trainer, batch):
+    enc, dec, dis = all_snapshots(trainer)
+    train.generator_phase(trainer.encoder, trainer.discriminator, trainer.optimizers["generator"], batch)
+    assert changed(enc, trainer.encoder) == weight_names(trainer.encoder)
+    assert changed(dec, trainer.decoder) == set()
+    assert changed(dis, trainer.discriminator) == set()
+    assert all(p.grad is None for p in trainer.discriminator.parameters())  # frozen, not merely unstepped
+    assert all(p.requires_grad for p in trainer.discriminator.parameters())  # and unfrozen afterwards
+
+
+def test_generator_phase_pushes_codes_towards_what_discriminator_calls_prior(trainer, batch):
+    trainer.encoder.eval(), trainer.discriminator.eval()  # no dropout: compare like with like
+    before = trainer.discriminator(trainer.encoder(batch)).mean().item()
+    for _ in range(5):
+        train.generator_phase(trainer.encoder, trainer.discriminator, trainer.optimizers["generator"], batch)
+    after = trainer.discriminator(trainer.encoder(batch)).mean().item()
+    assert after > before
+
+
+def run(tiny_model, cfg, dataset, **kwargs):
+    t = Trainer(tiny_model, cfg, "cpu")
+    t.fit(dataset, log=lambda line: None, **kwargs)
+    return t
+
+
+def assert_same_run(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    for name in ("encoder", "decoder", "discriminator"):
+        for k in sa[name]:
+            assert torch.equal(sa[name][k], sb[name][k]), f"{name}.{k} differs"
+    for name, opt in sa["optimizers"].items():
+        for pid, state in opt["state"].items():
+            for k, v in state.items():
+                assert torch.equal(v, sb["optimizers"][name]["state"][pid][k]), f"{name} optimiser {pid}.{k}"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert a.step == b.step and a.epoch == b.epoch
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+    assert torch.equal(sa["rng"]["prior"], sb["rng"]["prior"])
+
+
+def test_two_seeded_runs_are_identical(tiny_model, tiny_train, dataset):
+    assert_same_run(run(tiny_model, tiny_train, dataset), run(tiny_model, tiny_train, dataset))
+
+
+def test_another_seed_gives_another_run(tiny_model, tiny_train, dataset):
+    a = run(tiny_model, tiny_train, dataset)
+    b = run(tiny_model, replace(tiny_train, seed=1), dataset)
+    assert not torch.equal(a.encoder.net[0].weight, b.encoder.net[0].weight)
+
+
+def roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_train_save_resume_equals_uninterrupted(tiny_model, tiny_train, dataset):
+    full = run(tiny_model, replace(tiny_train, epochs=4), dataset)
+    first = run(tiny_model, replace(tiny_train, epochs=2), dataset)
+    ckpt = roundtrip(first.state_dict())
+    torch.manual_seed(1234)  # the global RNG must come back from the checkpoint, not from here
+    resumed = Trainer(tiny_model, replace(tiny_train, epochs=4), "cpu")
+    resumed.load_state_dict(ckpt)
+    resumed.fit(dataset, log=lambda line: None)
+    assert_same_run(full, resumed)
+
+
+def test_interrupt_mid_epoch_resumes_exactly(tiny_model, tiny_train, dataset):
+    cfg = replace(tiny_train, epochs=3)
+    full = run(tiny_model, cfg, dataset)
+    saved = []
+    t = Trainer(tiny_model, cfg, "cpu")
+    with pytest.raises(Interrupted):  # stop after the 5th step: in the middle of epoch 2 (4 steps/epoch)
+        t.fit(dataset, log=lambda line: None, save=lambda tr: saved.append(roundtrip(tr.state_dict())),
+              should_stop=lambda: t.step >= 5)
+    ckpt = saved[-1]
+    assert ckpt["epoch"] == 1 and ckpt["partial_epoch"]["step_in_epoch"] == 1
+    resumed = Trainer(tiny_model, cfg, "cpu")
+    resumed.load_state_dict(ckpt)
+    resumed.fit(dataset, log=lambda line: None)
+    assert_same_run(full, resumed)
+
+
+def test_history_has_every_phase_and_test_reconstruction(tiny_model, tiny_train, dataset):
+    lines = []
+    t = Trainer(tiny_model, tiny_train, "cpu")
+    t.fit(dataset, log=lines.append)
+    assert len(t.history) == 2 and len(lines) == 2
+    for row in t.history:
+        for key in train.LOG_COLUMNS:
+            assert math.isfinite(row[key]), key
+        assert 0 <= row["disc_accuracy"] <= 1
+    assert "recon" in lines[0] and "disc" in lines[0] and "gen" in lines[0] and "test_recon" in lines[0]
+
+
+def test_training_improves_test_reconstruction(tiny_model, dataset):
+    from train import TrainConfig
+
+    cfg = TrainConfig(epochs=15, batch_size=20, seed=0)
+    t = Trainer(tiny_model, cfg, "cpu")
+    untrained = train.test_reconstruction(t.encoder, t.decoder, dataset.test.images)
+    t.fit(dataset, log=lambda line: None)
+    assert t.history[-1]["test_recon_bce"] < 0.8 * untrained
+
+
+def test_non_finite_loss_names_phase_and_epoch(tiny_model, tiny_train, dataset, monkeypatch):
+    real = train.generator_phase
+    monkeypatch.setattr(train, "generator_phase", lambda *a, **k: real(*a, **k) * float("nan"))
+    saved = []
+    t = Trainer(tiny_model, tiny_train, "cpu")
+    with pytest.raises(NonFiniteLoss) as err:
+        t.fit(dataset, log=lambda line: None, save=saved.append)
+    assert err.value.phase == "generator" and err.value.epoch == 1
+    assert saved == []  # the bad epoch was never saved over the last good checkpoint
+
+
+def test_bf16_autocast_trains(tiny_model, tiny_train, dataset):
+    t = Trainer(tiny_model, replace(tiny_train, epochs=1, precision="bf16"), "cpu")
+    t.fit(dataset, log=lambda line: None)
+    assert math.isfinite(t.history[0]["test_recon_bce"])
+    assert t.encoder.net[0].weight.dtype == torch.float32  # weights stay fp32 under autocast

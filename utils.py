@@ -1,0 +1,274 @@
+"""Saving, loading and drawing: what you need to use trained AAE weights.
+
+    import utils
+    trained = utils.load_models("weights/aae.pt")       # or the folder "weights"
+    codes = trained.encoder(images)                     # floats in [0, 1], [N, 1, 28, 28] or [N, 784]
+    images = trained.decoder(codes)                     # [N, 1, 28, 28] in [0, 1]
+    z = trained.sample_prior(64)                        # the prior the model was trained towards
+    utils.save_grid(trained.decoder(z), "samples.png")
+
+Checkpoints are written atomically (temp file in the same folder, fsync, os.replace), so an
+interrupted or failed save never destroys the previous one. Pictures are PNGs without axes,
+except the loss curves.
+"""
+
+import csv
+import errno
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from models import ModelConfig, build_models
+
+CHECKPOINT_NAME = "aae.pt"
+LOG_NAME = "log.csv"
+
+
+class CheckpointError(Exception):
+    """A weights file that cannot be used; str(e) is one line that says what to do."""
+
+
+class SaveError(Exception):
+    """A file could not be written; the previous version, if any, is intact."""
+
+
+def choose_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+# -- writing files atomically ---------------------------------------------------------------------
+
+
+def atomic_write(path, write):
+    """Call write(file) on a temp file beside `path`, fsync it, then move it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise SaveError(f"could not write {path}: {reason}; the previous file, if any, is unchanged") from None
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(state, path):
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def write_csv(rows, path):
+    """The training history as a CSV, one row per epoch; rewritten whole, atomically."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(f):
+        import io
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        f.write(text.getvalue().encode())
+
+    atomic_write(path, write)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def check_writable(folder):
+    """Create `folder` if needed and prove a file can be written there, before any training."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise SaveError(f"the weights folder {folder} is not writable ({e.strerror or e}); choose another with --weights")
+
+
+# -- reading checkpoints --------------------------------------------------------------------------
+
+REQUIRED_KEYS = ("format_version", "model_config", "encoder", "decoder", "discriminator")
+
+
+def checkpoint_path(path):
+    """A checkpoint file, given it or the folder that holds it."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """The checkpoint dict at `path` (file or weights folder), or CheckpointError saying why not."""
+    from train import FORMAT_VERSION  # lazy: utils sits below train
+
+    path = checkpoint_path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train one first (python main.py ...) or pass --weights DIR")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty; it is not a checkpoint (delete it, or retrain)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle garbage, unsafe types: all mean "not ours"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:120]}); it may be truncated or another kind of file") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path} is a torch file but not an AAE checkpoint written by this program")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {ckpt['format_version']}, this program reads format {FORMAT_VERSION}"
+        )
+    return ckpt
+
+
+def model_config_from(ckpt):
+    known = {f.name for f in fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in ckpt["model_config"].items() if k in known})
+
+
+@dataclass
+class TrainedAAE:
+    """The networks of a checkpoint in eval mode, with the configs they were trained under."""
+
+    encoder: torch.nn.Module
+    decoder: torch.nn.Module
+    discriminator: torch.nn.Module
+    config: ModelConfig
+    train_config: dict
+    history: list
+
+    def sample_prior(self, n, generator=None):
+        """n draws from the prior this model was trained towards, on the models' device."""
+        import priors
+
+        tc = self.train_config
+        device = next(self.decoder.parameters()).device
+        params = {"std": tc["prior_std"]} if tc["prior"] == "gaussian" else {}
+        return priors.sample(tc["prior"], n, self.config.latent_dim, generator=generator, device=device, **params)
+
+
+def load_models(path, device="cpu"):
+    """Rebuild encoder, decoder and discriminator from a checkpoint (file or weights folder)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    cfg = model_config_from(ckpt)
+    nets = build_models(cfg)
+    for name, net in zip(("encoder", "decoder", "discriminator"), nets):
+        try:
+            net.load_state_dict(ckpt[name])
+        except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln]
+            detail = lines[0] if lines else "its tensors do not fit the saved configuration"
+            raise CheckpointError(f"{checkpoint_path(path)}: the {name} weights do not fit ({detail[:160]})") from None
+        net.to(device).eval()
+    return TrainedAAE(*nets, cfg, ckpt.get("train_config", {}), ckpt.get("history", []))
+
+
+# -- pictures -------------------------------------------------------------------------------------
+
+
+def save_grid(images, path, nrow=10):
+    """Images [N, 1, H, W] in [0, 1] as one PNG grid, no axes."""
+    from torchvision.utils import save_image
+
+    save_image(images.detach().float().cpu().clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
+
+
+@torch.no_grad()
+def interpolate(encoder, decoder, start, end, steps=10):
+    """Decode the straight line between the codes of `start` and `end` images [P, 1, H, W].
+
+    Returns [P, steps, 1, H, W]: row p walks from start[p]'s code to end[p]'s code.
+    """
+    za, zb = encoder(start), encoder(end)  # [P, latent]
+    t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
+    z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t  # [P, steps, latent]
+    images = decoder(z.flatten(0, 1))  # [P * steps, 1, H, W]
+    return images.view(len(za), steps, *images.shape[1:])
+
+
+def pick_pairs(labels, n_pairs, classes=None, generator=None):
+    """Indices (a, b) of n_pairs image pairs: random ones, or class classes[0] -> classes[1]."""
+    if classes is None:
+        order = torch.randperm(len(labels), generator=generator)
+        return order[:n_pairs], order[n_pairs : 2 * n_pairs]
+    ends = []
+    for c in classes:
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) == 0:
+            raise ValueError(f"class {c} does not occur in the test split")
+        ends.append(idx[torch.randint(len(idx), (n_pairs,), generator=generator)])
+    return ends[0], ends[1]
+
+
+def draw_interpolation(trained, images, labels, path, n_pairs=8, steps=10, classes=None, seed=0):
+    """The original's strips: each row a linear walk in code space between two test digits."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = pick_pairs(labels, n_pairs, classes, g)
+    device = next(trained.encoder.parameters()).device
+    strips = interpolate(trained.encoder, trained.decoder, images[a].to(device), images[b].to(device), steps)
+    # the real end images frame each strip so the walk can be judged against them
+    framed = torch.cat([images[a].unsqueeze(1).to(device), strips, images[b].unsqueeze(1).to(device)], dim=1)
+    save_grid(framed.flatten(0, 1), path, nrow=steps + 2)
+
+
+@torch.no_grad()
+def draw_samples(trained, path, n=100, seed=0):
+    """A grid of images decoded from prior draws (fixed by `seed`)."""
+    g = torch.Generator(device=next(trained.decoder.parameters()).device).manual_seed(seed)
+    save_grid(trained.decoder(trained.sample_prior(n, generator=g)), path, nrow=int(math.sqrt(n)) or 1)
+
+
+@torch.no_grad()
+def draw_reconstructions(trained, images, path, n=50):
+    """Test images (odd rows) above their reconstructions (even rows), 10 a row."""
+    device = next(trained.encoder.parameters()).device
+    x = images[:n].to(device)
+    recon = trained.decoder(trained.encoder(x))
+    rows = [t for i in range(0, len(x), 10) for t in (x[i : i + 10], recon[i : i + 10])]
+    save_grid(torch.cat(rows), path, nrow=10)
+
+
+def draw_losses(rows, path):
+    """Loss curves of every phase and the test reconstruction, from the training history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_rec, ax_adv) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_rec.plot(epochs, [r["recon_loss"] for r in rows], label="train")
+    ax_rec.plot(epochs, [r["test_recon_bce"] for r in rows], label="test")
+    ax_rec.set(xlabel="epoch", ylabel="BCE, nats / image", title="reconstruction")
+    ax_rec.legend()
+    ax_adv.plot(epochs, [r["disc_loss"] for r in rows], label="discriminator")
+    ax_adv.plot(epochs, [r["gen_loss"] for r in rows], label="generator (encoder)")
+    ax_adv.plot(epochs, [r["disc_accuracy"] for r in rows], label="discriminator accuracy", linestyle="--")
+    ax_adv.axhline(math.log(2), color="grey", linewidth=0.5)
+    ax_adv.set(xlabel="epoch", title="adversarial phases (grey: log 2)")
+    ax_adv.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
