@@ -1,0 +1,76 @@
+"""The encoder types of models.py (paper §2.1): each trains, is stochastic only where it should be, and
+comes back from a checkpoint as it was saved."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import train
+import utils
+from models import ENCODERS, build_models
+from train import Trainer
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_each_encoder_trains_and_round_trips_a_checkpoint(encoder, tiny_model, tiny_train, dataset, tmp_path):
+    cfg = replace(tiny_model, encoder=encoder)
+    t = Trainer(cfg, replace(tiny_train, epochs=1), "cpu")
+    before = [p.detach().clone() for p in t.encoder.parameters()]
+    t.fit(dataset, log=lambda line: None)
+    assert all(not torch.equal(a, b) for a, b in zip(before, t.encoder.parameters()))  # every layer stepped
+    utils.save_checkpoint(t.state_dict(), tmp_path / "aae.pt")
+    trained = utils.load_models(tmp_path)
+    assert type(trained.encoder) is ENCODERS[encoder] and trained.config.encoder == encoder
+    x = train.as_float(dataset.test.images[:20])
+    t.encoder.eval(), t.decoder.eval()
+    with torch.no_grad():
+        assert torch.equal(trained.encoder(x), t.encoder(x))
+        assert torch.equal(trained.decoder(trained.encoder(x)), t.decoder(t.encoder(x)))
+
+
+@pytest.mark.parametrize("encoder", ["gaussian", "universal"])
+def test_stochastic_encoders_draw_in_training_and_are_repeatable_in_eval(encoder, tiny_model, dataset):
+    torch.manual_seed(0)
+    net = build_models(replace(tiny_model, encoder=encoder, dropout=0.0))[0]
+    x = train.as_float(dataset.test.images[:50])
+    with torch.no_grad():
+        a, b = net(x), net(x)
+        assert a.shape == (50, tiny_model.latent_dim) and not torch.equal(a, b)  # a fresh draw each call
+        net.eval()
+        assert torch.equal(net(x), net(x))
+
+
+def test_gaussian_encoder_codes_are_mean_plus_std_times_noise(tiny_model, dataset):
+    torch.manual_seed(0)
+    net = build_models(replace(tiny_model, encoder="gaussian", dropout=0.0))[0]
+    x = train.as_float(dataset.test.images[:1]).expand(4000, -1, -1, -1)
+    with torch.no_grad():
+        mean, log_var = net.net(x.flatten(1)).chunk(2, dim=1)
+        z = net(x)
+    assert torch.allclose(z.mean(0), mean[0], atol=4 * (0.5 * log_var[0]).exp().max().item() / 4000**0.5)
+    assert torch.allclose(z.std(0), (0.5 * log_var[0]).exp(), rtol=0.1)
+
+
+def test_gradient_reaches_the_variance_through_the_reparameterisation(tiny_model, dataset):
+    net = build_models(replace(tiny_model, encoder="gaussian"))[0]
+    net(train.as_float(dataset.test.images[:10])).pow(2).sum().backward()
+    last = net.net[-1]
+    assert last.weight.grad[tiny_model.latent_dim:].abs().sum() > 0  # the log-variance rows
+
+
+def test_default_networks_are_unchanged(tiny_model):
+    enc, dec, dis = build_models(tiny_model)
+    assert [type(m).__name__ for m in (enc, dec, dis)] == ["Encoder", "Decoder", "Discriminator"]
+    assert dec.net[0].in_features == dis.net[0].in_features == tiny_model.latent_dim
+
+
+def test_supervised_decoder_and_label_discriminator_take_the_label_too(tiny_model):
+    _, dec, dis = build_models(replace(tiny_model, mode="supervised", label_discriminator=True))
+    assert dec.net[0].in_features == tiny_model.latent_dim + 10
+    assert dis.net[0].in_features == tiny_model.latent_dim + 11  # ten classes and "unlabelled"
+
+
+def test_unknown_encoder_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="unknown encoder 'vae'"):
+        build_models(replace(tiny_model, encoder="vae"))
