@@ -1,0 +1,592 @@
+"""The paper's other AAEs (Makhzani et al. 2016, §§2.3-7): networks, extra phases, training and numbers.
+
+    import modes
+    trainer = modes.make_trainer(model_cfg, train_cfg, "cpu", data.train.labels)  # Trainer or ModeTrainer
+    trainer.fit(data)
+    numbers, pictures = modes.write_outputs(trainer, data, "weights")  # mode_metrics.json and PNGs
+
+ModelConfig.mode (and label_discriminator) picks the model; main.py's --mode etc. set them:
+
+  unsupervised     the plain AAE of train.py. With label_discriminator (§2.3, Figs. 3-4) the
+                   discriminator also sees a one-hot label with an extra "unlabelled" slot, and prior
+                   draws come from the label's mixture component / swiss-roll segment.
+  supervised       (§4, Fig. 7) the decoder gets [one-hot label, code], so the code keeps only style.
+  semi_supervised  (§5, Table 2) the encoder outputs a category y (softmax; categorical prior) and a
+                   style z (the --prior), each with its own discriminator, plus a cross-entropy phase
+                   on the labelled subset.
+  clustering       (§6, Table 3) semi_supervised with `clusters` categories and no labels at all.
+  dim_reduction    (§7, Fig. 8) as semi_supervised (or clustering with labels=0), but the decoder reads
+                   the representation W y + z: learned cluster heads W plus the style.
+
+Labels: select_labels() picks the labelled subset once, balanced and from the seed. A ModeTrainer
+holds only that tensor (-1 = unlabelled) and never reads the dataset's training labels; evaluation
+reads test labels, and the clustering error the training labels (to name each cluster).
+"""
+
+import json
+import math
+from contextlib import contextmanager, nullcontext
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metrics
+import priors
+from models import ENCODERS, MODES, Decoder, Discriminator, mlp
+from train import (NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, generator_phase,
+                   reconstruction_phase)
+
+CATEGORICAL = ("semi_supervised", "clustering", "dim_reduction")
+LABELLED_PRIORS = ("mixture", "swiss_roll")  # a component / segment per class
+# Offsets from the seed (Trainer uses seed, +1, +2): which examples are labelled; labelled batches.
+SELECT_SEED, LABEL_BATCH_SEED = 3, 4
+# dim_reduction: cluster heads are pushed at least this many style-prior stds apart (the paper's
+# threshold; the value is ours), so the style blobs around them (~3 std radius) barely overlap.
+HEAD_MARGIN = 6.0
+SIDE_COLUMNS = ("disc_y_loss", "gen_y_loss", "disc_y_accuracy", "classification_loss", "cluster_head_loss")
+METRICS_NAME = "mode_metrics.json"
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def reads_labels(model_cfg, train_cfg):
+    """Whether training reads (some) training labels."""
+    if model_cfg.mode == "supervised":
+        return True
+    if model_cfg.mode in ("semi_supervised", "dim_reduction") or model_cfg.label_discriminator:
+        return train_cfg.labels != 0
+    return False
+
+
+def categories(model_cfg, train_cfg):
+    """Size of the categorical code y: one per class when labels train it, else `clusters`."""
+    return model_cfg.n_classes if reads_labels(model_cfg, train_cfg) else model_cfg.clusters
+
+
+def check_configs(model_cfg, train_cfg):
+    """ValueError, in words a user can act on, for options that contradict each other."""
+    m, t = model_cfg, train_cfg
+    if m.mode not in MODES:
+        raise ValueError(f"unknown mode {m.mode!r}; choose one of: {', '.join(MODES)}")
+    if m.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {m.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+    if t.labels < -1:
+        raise ValueError(f"--labels must be a count >= 0, or -1 for all; got {t.labels}")
+    if m.label_discriminator:
+        if m.mode != "unsupervised":
+            raise ValueError(f"--label_discriminator goes with --mode unsupervised; --mode {m.mode} uses labels its own way")
+        if t.prior not in LABELLED_PRIORS or m.latent_dim != 2:
+            raise ValueError("--label_discriminator ties each class to a part of a 2-D prior: "
+                             "use --prior mixture or swiss_roll with --latent_dim 2")
+    if m.mode in CATEGORICAL and m.encoder != "deterministic":
+        raise ValueError(f"--mode {m.mode} has its own encoder (category and style heads); drop --encoder {m.encoder}")
+    if m.mode == "supervised" and t.labels != -1:
+        raise ValueError("--mode supervised decodes every image with its label: drop --labels, "
+                         "or use --mode semi_supervised")
+    if m.mode == "clustering" and t.labels > 0:
+        raise ValueError("--mode clustering reads no labels: drop --labels (semi_supervised reads them)")
+    if m.mode == "semi_supervised" and t.labels == 0:
+        raise ValueError("--mode semi_supervised with --labels 0 has no labels: use --mode clustering")
+
+
+def select_labels(labels, n, n_classes, seed):
+    """The only training labels a ModeTrainer gets: [N] long, the label on the labelled subset, -1 elsewhere.
+
+    n = -1: all; n = 0: none; else n // n_classes examples of each class (the first n % n_classes
+    classes one more), drawn with a generator seeded from `seed`, so a resumed run picks the same ones.
+    Choosing a balanced subset reads every label once, here; nothing after this sees them.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"training labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
+    if n == -1:
+        return labels.clone()
+    if n > len(labels):
+        raise ValueError(f"--labels {n}: the training split has only {len(labels)} examples")
+    chosen = torch.full_like(labels, -1)
+    g = torch.Generator().manual_seed(seed + SELECT_SEED)
+    for c in range(n_classes):
+        want = n // n_classes + (c < n % n_classes)
+        members = (labels == c).nonzero().flatten()
+        if len(members) < want:
+            raise ValueError(f"--labels {n}: class {c} has only {len(members)} training examples, {want} wanted")
+        chosen[members[torch.randperm(len(members), generator=g)[:want]]] = c
+    return chosen
+
+
+def style_std(train_cfg, latent_dim):
+    """The --prior's mean per-dimension std: the unit of the cluster heads' spacing."""
+    params = {"std": train_cfg.prior_std} if train_cfg.prior == "gaussian" else {}
+    return float(priors.describe(train_cfg.prior, latent_dim, **params)["std"].mean())
+
+
+# -- networks of the categorical modes ------------------------------------------------------------
+
+
+class CategoricalEncoder(nn.Module):
+    """q(y|x) and q(z|x) from one network: logits of K categories and a style code (paper Figs. 6, 8).
+
+    forward(x) is the decoder's input [softmax(y), z]: [N, K + latent], so decoder(encoder(x)) is the
+    autoencoder and train.reconstruction_phase / test_reconstruction apply unchanged.
+    """
+
+    def __init__(self, cfg, n_categories):
+        super().__init__()
+        self.n_categories = n_categories
+        self.net = mlp([cfg.image_size, cfg.hidden_dim, cfg.hidden_dim, n_categories + cfg.latent_dim], cfg.dropout)
+
+    def split(self, x):
+        out = self.net(x.flatten(1))  # [N, K + latent]
+        return out[:, : self.n_categories], out[:, self.n_categories :]  # logits of y [N, K], style z [N, latent]
+
+    def category(self, x):
+        return self.split(x)[0].softmax(1)
+
+    def style(self, x):
+        return self.split(x)[1]
+
+    def forward(self, x):
+        logits, z = self.split(x)
+        return torch.cat([logits.softmax(1), z.to(logits.dtype)], dim=1)
+
+
+class HeadsDecoder(nn.Module):
+    """dim_reduction's p(x | W y + z): [y, z] becomes the representation W y + z, then a Decoder (§7).
+
+    W = head_scale * heads: cluster head k is row k, kept HEAD_MARGIN apart (in heads' units) by
+    cluster_head_phase; head_scale (the style prior's std) is saved with the weights.
+    """
+
+    def __init__(self, cfg, n_categories, head_scale):
+        super().__init__()
+        self.n_categories = n_categories
+        self.heads = nn.Parameter(HEAD_MARGIN * torch.randn(n_categories, cfg.latent_dim))
+        self.register_buffer("head_scale", torch.tensor(float(head_scale)))
+        self.decoder = Decoder(cfg)
+
+    def represent(self, code):
+        y, z = code[:, : self.n_categories], code[:, self.n_categories :]
+        return y @ (self.head_scale * self.heads).to(y.dtype) + z  # [N, K] @ [K, latent] + [N, latent]
+
+    def logits(self, code):
+        return self.decoder.logits(self.represent(code))
+
+    def forward(self, code):
+        return torch.sigmoid(self.logits(code))
+
+
+def build_mode_models(cfg, n_categories, head_scale=1.0):
+    """Encoder, decoder, style discriminator and category discriminator of a categorical mode."""
+    encoder = CategoricalEncoder(cfg, n_categories)
+    if cfg.mode == "dim_reduction":
+        decoder = HeadsDecoder(cfg, n_categories, head_scale)
+    else:
+        decoder = Decoder(cfg, n_categories + cfg.latent_dim)
+    return encoder, decoder, Discriminator(cfg), Discriminator(cfg, n_categories)
+
+
+# -- the extra phases -----------------------------------------------------------------------------
+
+
+def classification_phase(encoder, optimizer, x, labels, autocast=nullcontext):
+    """q(y|x) takes one step on the cross-entropy of a labelled batch (§5's semi-supervised phase)."""
+    with autocast():
+        logits = encoder.split(x)[0].float()
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def cluster_head_phase(decoder, optimizer):
+    """The cluster heads take one step apart: sum over pairs of relu(HEAD_MARGIN - distance) (§7)."""
+    loss = F.relu(HEAD_MARGIN - torch.pdist(decoder.heads)).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+class ModeTrainer(Trainer):
+    """A Trainer for every model but the plain AAE; same epochs, checkpoints and exact resume.
+
+    labels: [N] long, the label of each labelled training example and -1 elsewhere (select_labels):
+    the only training labels it reads. None when the mode reads none (or to load weights only).
+    """
+
+    def __init__(self, model_cfg, train_cfg, device, labels=None, **kwargs):
+        check_configs(model_cfg, train_cfg)
+        categorical = model_cfg.mode in CATEGORICAL
+        # Trainer builds the plain networks; the categorical modes replace them below.
+        super().__init__(replace(model_cfg, mode="unsupervised") if categorical else model_cfg, train_cfg, device, **kwargs)
+        self.model_cfg = model_cfg
+        self.reads_labels = reads_labels(model_cfg, train_cfg)
+        self.labels = None if labels is None else torch.as_tensor(labels).long().to(self.device)
+        self.label_rng = torch.Generator().manual_seed(train_cfg.seed + LABEL_BATCH_SEED)
+        self.n_categories = categories(model_cfg, train_cfg) if categorical else model_cfg.n_classes
+        self.side = torch.zeros(len(SIDE_COLUMNS), device=self.device, dtype=torch.float64)  # this epoch's sums
+        self.side_steps = 0
+        self.side_columns = ()
+        self.discriminator_y = None
+        self.labelled = self.test_labels = None  # set by fit()
+        if categorical:
+            head_scale = style_std(train_cfg, model_cfg.latent_dim) if model_cfg.mode == "dim_reduction" else 1.0
+            nets = build_mode_models(model_cfg, self.n_categories, head_scale)
+            self.encoder, self.decoder, self.discriminator, self.discriminator_y = (m.to(self.device) for m in nets)
+            c, dev, enc = train_cfg, self.device, self.encoder
+            self.optimizers = {
+                "reconstruction": adam([*enc.parameters(), *self.decoder.parameters()], c.gen_lr, c.adam_beta1, dev),
+                "discriminator": adam(self.discriminator.parameters(), c.dis_lr, c.adam_beta1, dev),
+                "generator": adam(enc.parameters(), c.dis_lr, c.adam_beta1, dev),
+                "discriminator_y": adam(self.discriminator_y.parameters(), c.dis_lr, c.adam_beta1, dev),
+                "generator_y": adam(enc.parameters(), c.dis_lr, c.adam_beta1, dev),
+            }
+            self.side_columns = ("disc_y_loss", "gen_y_loss", "disc_y_accuracy")
+            if self.reads_labels:
+                self.optimizers["classification"] = adam(enc.parameters(), c.classification_lr, c.adam_beta1, dev)
+                self.side_columns += ("classification_loss",)
+            if model_cfg.mode == "dim_reduction":
+                self.optimizers["cluster_heads"] = adam([self.decoder.heads], c.gen_lr, c.adam_beta1, dev)
+                self.side_columns += ("cluster_head_loss",)
+
+    # -- priors -----------------------------------------------------------------------------------
+
+    def sample_style(self, n, generator=None):
+        """n draws from the --prior (the style prior of the categorical modes)."""
+        return Trainer.sample_prior(self, n, generator)
+
+    def sample_prior(self, n, generator=None):
+        """n draws from the whole prior, as the decoder takes them.
+
+        Supervised and categorical modes: [one-hot of category i mod K, style], so a grid K wide
+        shows one category a column; otherwise the --prior alone.
+        """
+        z = self.sample_style(n, generator)
+        if self.model_cfg.mode == "unsupervised":
+            return z
+        y = F.one_hot(torch.arange(n, device=self.device) % self.n_categories, self.n_categories).float()
+        return torch.cat([y, z], dim=1)
+
+    def sample_for_labels(self, y):
+        """Draws from the --prior's component (segment) y[i], or any one where y[i] is -1 (§2.3)."""
+        g = self.prior_rng
+        y = y.to(g.device)
+        anywhere = torch.randint(self.model_cfg.n_classes, y.shape, generator=g, device=g.device)
+        index = torch.where(y >= 0, y, anywhere)
+        return priors.sample(self.cfg.prior, len(y), self.model_cfg.latent_dim, generator=g, device=self.device,
+                             index=index, n_components=self.model_cfg.n_classes)
+
+    # -- one batch --------------------------------------------------------------------------------
+
+    def train_step(self, x, sums, rows=None):
+        if self.reads_labels:
+            assert self.labels is not None and rows is not None, "training a mode that reads labels needs them"
+        if self.model_cfg.mode in CATEGORICAL:
+            self.categorical_step(x, sums)
+        elif self.model_cfg.mode == "supervised":
+            self.supervised_step(x, self.labels[rows], sums)
+        else:
+            y = self.labels[rows] if self.labels is not None else torch.full((len(x),), -1, device=self.device)
+            self.label_discriminator_step(x, y, sums)
+        self.side_steps += 1
+
+    def supervised_step(self, x, y, sums):
+        """§4: reconstruction decodes [one-hot label, code]; the adversarial phases are the plain ones."""
+        enc, dec, dis, opt, ac = self.encoder, self.decoder, self.discriminator, self.optimizers, self.autocast
+        onehot = F.one_hot(y, self.model_cfg.n_classes).float()
+        sums[0] += reconstruction_phase(lambda images: torch.cat([onehot, enc(images)], 1), dec,
+                                        opt["reconstruction"], x, ac)
+        d_loss, d_acc = discriminator_phase(enc, dis, opt["discriminator"], x, self.sample_style(len(x)), ac)
+        sums[1] += d_loss
+        sums[3] += d_acc
+        sums[2] += generator_phase(enc, dis, opt["generator"], x, ac)
+
+    def label_discriminator_step(self, x, y, sums):
+        """§2.3: the discriminator sees [code, one-hot label] against [draw from the label's part, same one-hot].
+
+        Unlabelled examples (y = -1) take the extra slot n_classes, and their prior draws any part.
+        """
+        enc, dis, opt, ac = self.encoder, self.discriminator, self.optimizers, self.autocast
+        k = self.model_cfg.n_classes
+        tag = F.one_hot(torch.where(y >= 0, y, k), k + 1).float()  # [B, k + 1]
+        tagged = lambda images: torch.cat([enc(images), tag], 1)  # noqa: E731
+        sums[0] += reconstruction_phase(enc, self.decoder, opt["reconstruction"], x, ac)
+        z_prior = torch.cat([self.sample_for_labels(y), tag], 1)
+        d_loss, d_acc = discriminator_phase(tagged, dis, opt["discriminator"], x, z_prior, ac)
+        sums[1] += d_loss
+        sums[3] += d_acc
+        sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
+
+    def categorical_step(self, x, sums):
+        """§§5-7 per batch: reconstruction; each adversarial network's discriminator and generator phases
+        (style z against the --prior, category y against Cat(K)); cross-entropy on a labelled batch;
+        the cluster heads' phase (dim_reduction)."""
+        enc, opt, ac = self.encoder, self.optimizers, self.autocast
+        sums[0] += reconstruction_phase(enc, self.decoder, opt["reconstruction"], x, ac)
+        z_prior = self.sample_style(len(x))
+        y_prior = priors.categorical(len(x), self.n_categories, generator=self.prior_rng, device=self.device)
+        d_loss, d_acc = discriminator_phase(enc.style, self.discriminator, opt["discriminator"], x, z_prior, ac)
+        dy_loss, dy_acc = discriminator_phase(enc.category, self.discriminator_y, opt["discriminator_y"], x, y_prior, ac)
+        sums[1] += d_loss
+        sums[3] += d_acc
+        sums[2] += generator_phase(enc.style, self.discriminator, opt["generator"], x, ac)
+        side = {"disc_y_loss": dy_loss, "disc_y_accuracy": dy_acc,
+                "gen_y_loss": generator_phase(enc.category, self.discriminator_y, opt["generator_y"], x, ac)}
+        if self.reads_labels:
+            images, labels = self.labelled
+            pick = torch.randint(len(labels), (min(self.cfg.batch_size, len(labels)),), generator=self.label_rng)
+            pick = pick.to(self.device)
+            side["classification_loss"] = classification_phase(enc, opt["classification"], as_float(images[pick]),
+                                                               labels[pick], ac)
+        if self.model_cfg.mode == "dim_reduction":
+            side["cluster_head_loss"] = cluster_head_phase(self.decoder, opt["cluster_heads"])
+        for name, value in side.items():
+            self.side[SIDE_COLUMNS.index(name)] += value
+
+    # -- epochs and evaluation --------------------------------------------------------------------
+
+    def fit(self, data, evaluate=None, **kwargs):
+        """Trainer.fit, with this mode's losses and test error in each history row."""
+        self.test_labels = data.test.labels.to(self.device)
+        test_images = data.test.images.to(self.device)
+        if self.reads_labels and self.model_cfg.mode in CATEGORICAL:
+            where = (self.labels >= 0).nonzero().flatten()
+            self.labelled = (data.train.images[where.cpu()].to(self.device), self.labels[where])
+
+        def mode_row(trainer):
+            row = self.epoch_row(test_images)
+            row.update((evaluate(trainer) or {}) if evaluate is not None else {})
+            return row
+
+        return super().fit(data, evaluate=mode_row, **kwargs)
+
+    def epoch_row(self, test_images):
+        means = (self.side / max(self.side_steps, 1)).tolist()
+        row = {name: means[SIDE_COLUMNS.index(name)] for name in self.side_columns}
+        for name, value in row.items():
+            if not math.isfinite(value):
+                raise NonFiniteLoss(name.removesuffix("_loss"), self.epoch)
+        self.side.zero_()
+        self.side_steps = 0
+        if self.model_cfg.mode in CATEGORICAL and self.reads_labels:
+            row["test_error"] = classification_error(predict_category(self.encoder, test_images), self.test_labels)
+        return row
+
+    def test_reconstruction(self, test_images):
+        if self.model_cfg.mode != "supervised":
+            return super().test_reconstruction(test_images)
+        bce = labelled_reconstruction(self.encoder, self.decoder, test_images, self.test_labels,
+                                      self.model_cfg.n_classes, self.autocast)
+        return bce
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["mode_state"] = {"side": self.side.cpu(), "side_steps": self.side_steps,
+                               "label_rng": self.label_rng.get_state()}
+        if self.discriminator_y is not None:
+            state["discriminator_y"] = self.discriminator_y.state_dict()
+        return state
+
+    def load_state_dict(self, ckpt):
+        if self.discriminator_y is not None:
+            self.discriminator_y.load_state_dict(ckpt["discriminator_y"])
+        super().load_state_dict(ckpt)
+        mode_state = ckpt["mode_state"]
+        self.side = mode_state["side"].to(self.device)
+        self.side_steps = mode_state["side_steps"]
+        self.label_rng.set_state(mode_state["label_rng"])
+
+
+def make_trainer(model_cfg, train_cfg, device, train_labels=None):
+    """The trainer the configs ask for: train.Trainer for the plain AAE (bit for bit as before), else a
+    ModeTrainer given only the training labels it may read (select_labels)."""
+    check_configs(model_cfg, train_cfg)
+    if model_cfg.mode == "unsupervised" and not model_cfg.label_discriminator:
+        return Trainer(model_cfg, train_cfg, device)
+    labels = None
+    if reads_labels(model_cfg, train_cfg):
+        assert train_labels is not None, f"mode {model_cfg.mode} reads labels: pass the training labels"
+        labels = select_labels(train_labels, train_cfg.labels, model_cfg.n_classes, train_cfg.seed)
+    return ModeTrainer(model_cfg, train_cfg, device, labels)
+
+
+def load_trainer(path, device="cpu"):
+    """The trainer of a checkpoint (file or weights folder), networks and state loaded; for using the
+    weights (continuing training goes through main.py --resume). Sets torch's global RNG state."""
+    import utils  # lazy: utils sits below train
+
+    ckpt = utils.load_checkpoint(path, map_location=device)
+    model_cfg = utils.model_config_from(ckpt)
+    names = {f.name for f in fields(TrainConfig)}
+    train_cfg = TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if k in names})
+    plain = model_cfg.mode == "unsupervised" and not model_cfg.label_discriminator
+    trainer = Trainer(model_cfg, train_cfg, device) if plain else ModeTrainer(model_cfg, train_cfg, device)
+    trainer.load_state_dict(ckpt)
+    return trainer
+
+
+# -- numbers --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def evaluating(*modules):
+    """Eval mode (no dropout, mean codes) and no gradients, restoring each module's mode afterwards."""
+    was = [m.training for m in modules]
+    try:
+        with torch.no_grad():
+            yield [m.eval() for m in modules]
+    finally:
+        for m, training in zip(modules, was):
+            m.train(training)
+
+
+def batched(fn, images, batch_size=1000):
+    """fn of uint8 images [N, 28, 28] as floats, a batch at a time, concatenated."""
+    return torch.cat([fn(as_float(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
+def on_device(images, module):
+    return images.to(next(module.parameters()).device)
+
+
+def predict_category(encoder, images):
+    """argmax_k q(y = k | x) for uint8 images [N, 28, 28]: [N] long."""
+    with evaluating(encoder):
+        return batched(lambda x: encoder.split(x)[0].argmax(1), on_device(images, encoder))
+
+
+def codes_of(encoder, images):
+    """The encoder's style codes (eval mode) of uint8 images: [N, latent]."""
+    style = encoder.style if isinstance(encoder, CategoricalEncoder) else encoder
+    with evaluating(encoder):
+        return batched(style, on_device(images, encoder))
+
+
+def classification_error(predicted, labels):
+    return float((predicted.cpu() != labels.cpu()).double().mean())
+
+
+def labelled_reconstruction(encoder, decoder, images, labels, n_classes, autocast=nullcontext, batch_size=1000):
+    """Mean summed BCE per image (nats) when the decoder also gets each image's label (supervised)."""
+    total = torch.zeros((), dtype=torch.float64, device=images.device)
+    with evaluating(encoder, decoder):
+        for i in range(0, len(images), batch_size):
+            x = as_float(images[i : i + batch_size])
+            onehot = F.one_hot(labels[i : i + batch_size].to(x.device), n_classes).float()
+            with autocast():
+                logits = decoder.logits(torch.cat([onehot, encoder(x)], 1)).float()
+            total += F.binary_cross_entropy_with_logits(logits, x, reduction="sum").double()
+    return (total / len(images)).item()
+
+
+def mode_metrics(trainer, data):
+    """This model's numbers on `data` (its test split; the training split where a number says so)."""
+    m = trainer.model_cfg
+    train, test = data.train, data.test
+    test_images = test.images.to(trainer.device)
+    if m.mode == "supervised":  # the decoder reads each image's label too
+        bce = labelled_reconstruction(trainer.encoder, trainer.decoder, test_images, test.labels, m.n_classes)
+    else:
+        bce = trainer.test_reconstruction(test_images)
+    out = {"test_recon_bce": bce}
+    if m.mode in CATEGORICAL:
+        test_pred = predict_category(trainer.encoder, test.images)
+        if trainer.reads_labels:  # §5, Table 2
+            out["test_error"] = classification_error(test_pred, test.labels)
+        else:  # §6, Table 3: each cluster takes the majority label of its training members
+            train_pred = predict_category(trainer.encoder, train.images)
+            out["test_cluster_error"] = 1 - metrics.cluster_accuracy(test_pred, test.labels, train_pred, train.labels)
+            out["clusters_used"] = int(test_pred.unique().numel())
+        if m.mode == "dim_reduction":
+            out["knn_accuracy_2d"] = metrics.knn_accuracy(representation(trainer, train.images), train.labels,
+                                                          representation(trainer, test.images), test.labels)
+        return out
+    train_z, test_z = codes_of(trainer.encoder, train.images), codes_of(trainer.encoder, test.images)
+    # supervised: near chance (1 / n_classes) means the code keeps style, not class (§4)
+    out["knn_accuracy"] = metrics.knn_accuracy(train_z, train.labels, test_z, test.labels)
+    if m.mode == "unsupervised":
+        g = torch.Generator(device=trainer.prior_rng.device).manual_seed(trainer.cfg.seed)
+        out["mmd_to_prior"] = metrics.mmd(test_z, trainer.sample_prior(len(test_z), generator=g))
+    if m.label_discriminator:  # §2.3: is each test code in its label's part of the prior?
+        index = torch.arange(10000) % m.n_classes
+        draws = priors.sample(trainer.cfg.prior, len(index), 2, generator=torch.Generator().manual_seed(0),
+                              index=index, n_components=m.n_classes)
+        out["label_part_accuracy"] = metrics.knn_accuracy(draws, index, test_z.cpu(), test.labels)
+    return out
+
+
+def representation(trainer, images):
+    """dim_reduction's 2-D representation W y + z of uint8 images (eval mode): [N, latent]."""
+    enc, dec = trainer.encoder, trainer.decoder
+    with evaluating(enc, dec):
+        return batched(lambda x: dec.represent(enc(x)), on_device(images, enc))
+
+
+# -- pictures and the metrics file -----------------------------------------------------------------
+
+
+def draw_mode(trainer, data, folder):
+    """This mode's picture(s) into `folder`; returns their paths."""
+    import plots_modes
+
+    m, folder = trainer.model_cfg, Path(folder)
+    test, enc, dec = data.test, trainer.encoder, trainer.decoder
+    device = trainer.device
+    written = []
+    if m.mode in ("supervised", "semi_supervised"):  # Fig. 7: rows are styles, columns are classes
+        first = torch.stack([(test.labels == c).nonzero().flatten()[0] for c in range(m.n_classes)
+                             if (test.labels == c).any()])
+        sources = as_float(test.images[first].to(device))
+        k = m.n_classes
+        with evaluating(enc, dec):
+            z = enc(sources) if m.mode == "supervised" else enc.style(sources)  # [R, latent]
+            y = torch.eye(k, device=device).repeat(len(z), 1)  # [R * k, k]: every class for each style
+            decoded = dec(torch.cat([y, z.repeat_interleave(k, 0)], 1)).view(len(z), k, *sources.shape[1:])
+        written.append(plots_modes.style_grid(sources, decoded, folder / f"{m.mode}_styles.png"))
+    if m.mode == "clustering" or (m.mode == "dim_reduction" and not trainer.reads_labels):
+        k = trainer.n_categories  # §6: heads decoded with zero style, then test images of each cluster
+        with evaluating(dec):
+            heads = dec(torch.cat([torch.eye(k, device=device), torch.zeros(k, m.latent_dim, device=device)], 1))
+        pred = predict_category(enc, test.images).cpu()
+        members = [as_float(test.images[pred == c][:10]) for c in range(k)]
+        written.append(plots_modes.cluster_grid(heads.cpu(), members, folder / f"{m.mode}_clusters.png"))
+    if m.mode == "dim_reduction":  # §7, Fig. 9
+        heads = (dec.head_scale * dec.heads).detach().cpu()
+        written.append(plots_modes.scatter(representation(trainer, test.images).cpu(), test.labels,
+                                           folder / "dim_reduction_codes.png", "2-D representation W y + z (test)",
+                                           heads=heads))
+    if m.mode == "unsupervised" and m.latent_dim == 2:  # Figs. 2-4
+        g = torch.Generator(device=trainer.prior_rng.device).manual_seed(trainer.cfg.seed)
+        prior = trainer.sample_prior(5000, generator=g).cpu()
+        title = f"test codes, {trainer.cfg.prior} prior" + (", label discriminator" if m.label_discriminator else "")
+        written.append(plots_modes.scatter(codes_of(enc, test.images).cpu(), test.labels,
+                                           folder / "latent_codes.png", title, background=prior))
+    return written
+
+
+def write_outputs(trainer, data, folder):
+    """mode_metrics.json (what was trained, and its numbers) and the mode's pictures, into `folder`."""
+    import utils  # lazy: utils sits below train
+
+    m, t = trainer.model_cfg, trainer.cfg
+    labelled = int((trainer.labels >= 0).sum()) if getattr(trainer, "labels", None) is not None else 0
+    numbers = {"dataset": data.name, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
+               "label_discriminator": m.label_discriminator, "latent_dim": m.latent_dim,
+               "labelled_examples": labelled, "epochs": trainer.epoch, **mode_metrics(trainer, data)}
+    if m.mode in CATEGORICAL:
+        numbers["categories"] = trainer.n_categories
+    pictures = draw_mode(trainer, data, folder)
+    numbers["pictures"] = [p.name for p in pictures]
+    text = json.dumps(numbers, indent=1) + "\n"
+    utils.atomic_write(Path(folder) / METRICS_NAME, lambda f: f.write(text.encode()))
+    return numbers, pictures

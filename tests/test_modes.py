@@ -1,0 +1,250 @@
+"""The paper's other AAEs (modes.py): which labels are read, each mode's training, numbers, pictures and
+exact resume, the extra phases, and the command line."""
+
+import io
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import data
+import modes
+import train
+from models import ModelConfig
+from train import Interrupted, TrainConfig, Trainer
+
+# name: (ModelConfig fields, TrainConfig fields, the number it reports, its picture)
+CASES = {
+    "supervised": ({"mode": "supervised"}, {}, "knn_accuracy", "supervised_styles.png"),
+    "semi_supervised": ({"mode": "semi_supervised"}, {"labels": 20}, "test_error", "semi_supervised_styles.png"),
+    "clustering": ({"mode": "clustering", "clusters": 12}, {}, "test_cluster_error", "clustering_clusters.png"),
+    "dim_reduction": ({"mode": "dim_reduction"}, {"labels": 20}, "test_error", "dim_reduction_codes.png"),
+    "dim_reduction_unlabelled": ({"mode": "dim_reduction", "clusters": 12}, {"labels": 0}, "test_cluster_error",
+                                 "dim_reduction_clusters.png"),
+    "label_discriminator_mixture": ({"label_discriminator": True}, {"prior": "mixture", "labels": 50},
+                                    "label_part_accuracy", "latent_codes.png"),
+    "label_discriminator_swiss_roll": ({"label_discriminator": True}, {"prior": "swiss_roll"},
+                                       "label_part_accuracy", "latent_codes.png"),
+    "uniform_prior_gaussian_encoder": ({"encoder": "gaussian"}, {"prior": "uniform"}, "mmd_to_prior",
+                                       "latent_codes.png"),
+}
+
+
+def configs(case, **train_fields):
+    model_fields, train_extra, _, _ = CASES[case]
+    model_cfg = ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32, **model_fields)
+    return model_cfg, TrainConfig(**{"epochs": 2, "batch_size": 50, "seed": 0, **train_extra, **train_fields})
+
+
+def fit(trainer, dataset, **kwargs):
+    trainer.fit(dataset, log=lambda line: None, **kwargs)
+    return trainer
+
+
+def roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def assert_same_state(a, b):
+    """Two trainers' checkpoints hold equal tensors everywhere, and equal histories (seconds aside)."""
+    sa, sb = roundtrip(a.state_dict()), roundtrip(b.state_dict())
+
+    def equal(x, y, where):
+        if isinstance(x, dict):
+            assert x.keys() == y.keys(), where
+            for k in x:
+                equal(x[k], y[k], f"{where}.{k}")
+        elif isinstance(x, (list, tuple)):
+            assert len(x) == len(y), where
+            for i, (u, v) in enumerate(zip(x, y)):
+                equal(u, v, f"{where}[{i}]")
+        elif isinstance(x, torch.Tensor):
+            assert torch.equal(x, y), where
+        elif where.endswith(".seconds"):
+            pass
+        else:
+            assert x == y, where
+
+    equal(sa, sb, "checkpoint")
+
+
+# -- which labels are read ------------------------------------------------------------------------
+
+
+def test_select_labels_is_balanced_seeded_and_masks_the_rest(dataset):
+    labels = dataset.train.labels
+    chosen = modes.select_labels(labels, 30, 10, seed=0)
+    kept = chosen >= 0
+    assert kept.sum() == 30 and (chosen[~kept] == -1).all()
+    assert torch.equal(chosen[kept], labels[kept])
+    assert torch.bincount(chosen[kept], minlength=10).tolist() == [3] * 10
+    assert torch.equal(chosen, modes.select_labels(labels, 30, 10, seed=0))
+    assert not torch.equal(chosen, modes.select_labels(labels, 30, 10, seed=1))
+    uneven = modes.select_labels(labels, 25, 10, seed=0)
+    assert torch.bincount(uneven[uneven >= 0], minlength=10).tolist() == [3] * 5 + [2] * 5
+    assert torch.equal(modes.select_labels(labels, -1, 10, 0), labels)
+    assert (modes.select_labels(labels, 0, 10, 0) == -1).all()
+
+
+def test_select_labels_refuses_more_than_there_are(dataset):
+    with pytest.raises(ValueError, match="class 0 has only 5 training examples, 10 wanted"):
+        modes.select_labels(torch.tensor([0] * 5 + [1] * 20), 20, 2, seed=0)
+    with pytest.raises(ValueError, match="has only 200 examples"):
+        modes.select_labels(dataset.train.labels, 201, 10, seed=0)
+
+
+@pytest.mark.parametrize("case", ["semi_supervised", "dim_reduction", "label_discriminator_mixture"])
+def test_training_reads_no_training_label_outside_the_labelled_subset(case, dataset):
+    model_cfg, train_cfg = configs(case)
+    chosen = modes.select_labels(dataset.train.labels, train_cfg.labels, 10, train_cfg.seed)
+    honest = fit(modes.ModeTrainer(model_cfg, train_cfg, "cpu", chosen), dataset)
+    # The dataset's training labels are gone: any read of them would raise.
+    blind = replace(dataset, train=data.Split(dataset.train.images, None))
+    assert_same_state(honest, fit(modes.ModeTrainer(model_cfg, train_cfg, "cpu", chosen), blind))
+    # The labels it is given are read: one changed label changes the run.
+    flipped = chosen.clone()
+    first = (chosen >= 0).nonzero()[0, 0]
+    flipped[first] = (chosen[first] + 1) % 10
+    other = fit(modes.ModeTrainer(model_cfg, train_cfg, "cpu", flipped), dataset)
+    assert not torch.equal(other.encoder.net[0].weight, honest.encoder.net[0].weight)
+
+
+def test_plain_configs_get_the_plain_trainer(tiny_model, tiny_train, dataset):
+    trainer = modes.make_trainer(tiny_model, tiny_train, "cpu", dataset.train.labels)
+    assert type(trainer) is Trainer
+
+
+# -- each mode trains, and reports its number and picture ----------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_mode_trains_and_writes_its_number_and_picture(case, dataset, tmp_path):
+    model_cfg, train_cfg = configs(case)
+    trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    for row in trainer.history:
+        assert all(math.isfinite(v) for v in row.values())
+        for column in getattr(trainer, "side_columns", ()):
+            assert column in row
+    numbers, pictures = modes.write_outputs(trainer, dataset, tmp_path)
+    number, picture = CASES[case][2], CASES[case][3]
+    saved = json.loads((tmp_path / modes.METRICS_NAME).read_text())
+    assert saved == numbers and saved["mode"] == model_cfg.mode and saved["epochs"] == 2
+    assert 0 <= saved[number] <= 1 or number == "mmd_to_prior" and math.isfinite(saved[number])
+    assert 0 < saved["test_recon_bce"] < 600
+    assert picture in saved["pictures"] and (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in pictures} == set(saved["pictures"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_mode_resumes_exactly_after_an_interruption(case, dataset):
+    model_cfg, train_cfg = configs(case, epochs=3)
+    labels = dataset.train.labels
+    full = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", labels), dataset)
+    saved = []
+    t = modes.make_trainer(model_cfg, train_cfg, "cpu", labels)
+    with pytest.raises(Interrupted):  # after the 5th step: inside epoch 2 (4 steps an epoch)
+        fit(t, dataset, save=lambda tr: saved.append(roundtrip(tr.state_dict())), should_stop=lambda: t.step >= 5)
+    assert saved[-1]["partial_epoch"]["step_in_epoch"] == 1
+    torch.manual_seed(1234)  # the global RNG must come back from the checkpoint
+    resumed = modes.make_trainer(model_cfg, train_cfg, "cpu", labels)
+    resumed.load_state_dict(saved[-1])
+    assert_same_state(full, fit(resumed, dataset))
+
+
+def test_load_trainer_rebuilds_a_categorical_mode(dataset, tmp_path):
+    import utils
+
+    model_cfg, train_cfg = configs("dim_reduction")
+    trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    utils.save_checkpoint(trainer.state_dict(), tmp_path / "aae.pt")
+    loaded = modes.load_trainer(tmp_path)
+    x = train.as_float(dataset.test.images[:10])
+    for t in (trainer, loaded):
+        t.encoder.eval(), t.decoder.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.decoder(loaded.encoder(x)), trainer.decoder(trainer.encoder(x)))
+    assert torch.equal(loaded.discriminator_y.net[0].weight, trainer.discriminator_y.net[0].weight)
+
+
+def test_semi_supervised_learns_to_classify_from_few_labels(dataset):
+    model_cfg, train_cfg = configs("semi_supervised", epochs=8, labels=50)
+    trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    errors = [row["test_error"] for row in trainer.history]
+    assert errors[-1] < 0.5 and errors[-1] < errors[0]  # chance is 0.9
+
+
+# -- the extra phases ------------------------------------------------------------------------------
+
+
+def snapshots(*modules):
+    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+
+
+def unchanged(before, module):
+    return all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_classification_phase_steps_the_encoder_only(dataset):
+    model_cfg, train_cfg = configs("semi_supervised")
+    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    nets = (t.encoder, t.decoder, t.discriminator, t.discriminator_y)
+    before = snapshots(*nets)
+    x, y = train.as_float(dataset.train.images[:50]), dataset.train.labels[:50]
+    losses = [modes.classification_phase(t.encoder, t.optimizers["classification"], x, y).item() for _ in range(20)]
+    assert losses[-1] < losses[0]
+    assert not unchanged(before[0], t.encoder)
+    assert all(unchanged(b, m) for b, m in zip(before[1:], nets[1:]))
+
+
+def test_cluster_head_phase_pushes_close_heads_apart_and_touches_nothing_else(dataset):
+    model_cfg, train_cfg = configs("dim_reduction")
+    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    with torch.no_grad():
+        t.decoder.heads[1] = t.decoder.heads[0] + 0.1
+    before = snapshots(t.encoder, t.decoder.decoder)
+    gap = (t.decoder.heads[1] - t.decoder.heads[0]).norm().item()
+    for _ in range(10):
+        modes.cluster_head_phase(t.decoder, t.optimizers["cluster_heads"])
+    assert (t.decoder.heads[1] - t.decoder.heads[0]).norm().item() > gap
+    assert unchanged(before[0], t.encoder) and unchanged(before[1], t.decoder.decoder)
+
+
+def test_label_discriminator_draws_each_label_from_its_own_component(dataset):
+    model_cfg, train_cfg = configs("label_discriminator_mixture")
+    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    y = torch.arange(2000) % 11 - 1  # -1 (unlabelled), 0, ..., 9
+    z = t.sample_for_labels(y)
+    component = torch.round(torch.atan2(z[:, 1], z[:, 0]) / (2 * math.pi / 10)).long() % 10
+    labelled = y >= 0
+    assert (component[labelled] == y[labelled]).float().mean() > 0.99
+    assert len(component[~labelled].unique()) == 10  # unlabelled draws spread over every component
+
+
+def test_categorical_prior_draws_decode_one_category_a_column(dataset):
+    model_cfg, train_cfg = configs("clustering")
+    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    code = t.sample_prior(24)
+    assert code.shape == (24, 12 + 2)
+    assert torch.equal(code[:, :12].argmax(1), torch.arange(24) % 12)
+    assert t.decoder(code).shape == (24, 1, 28, 28)
+
+
+# -- options that contradict each other, and the command line -------------------------------------
+
+
+@pytest.mark.parametrize("model_fields, train_fields, message", [
+    ({"label_discriminator": True}, {}, "use --prior mixture or swiss_roll"),
+    ({"label_discriminator": True, "mode": "supervised"}, {"prior": "mixture"}, "goes with --mode unsupervised"),
+    ({"mode": "semi_supervised", "encoder": "gaussian"}, {}, "has its own encoder"),
+    ({"mode": "supervised"}, {"labels": 100}, "decodes every image with its label"),
+    ({"mode": "clustering"}, {"labels": 100}, "reads no labels"),
+    ({"mode": "semi_supervised"}, {"labels": 0}, "use --mode clustering"),
+])
+def test_contradicting_options_are_refused(model_fields, train_fields, message):
+    with pytest.raises(ValueError, match=message):
+        modes.check_configs(ModelConfig(latent_dim=2, **model_fields), TrainConfig(**train_fields))
