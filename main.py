@@ -54,6 +54,16 @@ def positive_float(text):
     return value
 
 
+def label_count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"must be a count >= 0, or -1 for all labels; got {value}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) and exits with 2."""
 
@@ -64,6 +74,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser():
     """Flags of the training command (the default command). Names of the original are kept."""
     from data import DATASETS
+    from models import ENCODERS, MODES
+    from priors import PRIORS
 
     p = Parser(
         prog="main.py",
@@ -88,6 +100,26 @@ def build_parser():
     p.add_argument("--latent_dim", type=positive_int, default=8, help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,
                    help="standard deviation of the Gaussian prior N(0, std^2 I) (default: 5)")
+    p.add_argument("--prior", choices=PRIORS, default="gaussian",
+                   help="p(z): gaussian N(0, prior_std^2 I); mixture of 10 Gaussians on a circle (Fig. 2) and "
+                        "swiss_roll (Fig. 4), both 2-D; uniform on [-1, 1) (default: gaussian)")
+    p.add_argument("--encoder", choices=tuple(ENCODERS), default="deterministic",
+                   help="q(z|x): deterministic, gaussian (mean and log-variance, reparameterised) or universal "
+                        "(noise as an extra input) (default: deterministic)")
+    p.add_argument("--noise_dim", type=positive_int, default=8, help="universal encoder: size of its noise (default: 8)")
+    p.add_argument("--mode", choices=MODES, default="unsupervised",
+                   help="what is learned: unsupervised (the AAE), supervised (label to the decoder, §4), "
+                        "semi_supervised (§5), clustering (§6), dim_reduction (§7) (default: unsupervised)")
+    p.add_argument("--label_discriminator", type=str2bool, nargs="?", const=True, default=False,
+                   help="the discriminator also sees the label, tying each class to a part of a mixture or "
+                        "swiss_roll prior (§2.3) (default: False)")
+    p.add_argument("--labels", type=label_count, default=-1,
+                   help="labelled training examples for the modes that read labels: N (N/10 a class, chosen "
+                        "from --seed) or -1 for all (default: -1)")
+    p.add_argument("--classification_lr", type=positive_float, default=3e-3,
+                   help="Adam learning rate of the cross-entropy phase on labelled batches (default: 3e-3)")
+    p.add_argument("--clusters", type=positive_int, default=16,
+                   help="clustering (and dim_reduction with --labels 0): categories of y (default: 16, the paper's)")
     p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -148,7 +180,8 @@ def configs_from(args):
     from models import ModelConfig
     from train import TrainConfig
 
-    model_cfg = ModelConfig(latent_dim=args.latent_dim)
+    model_names = {f.name for f in fields(ModelConfig)}
+    model_cfg = ModelConfig(**{k: v for k, v in vars(args).items() if k in model_names})
     names = {f.name for f in fields(TrainConfig)}
     train_cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     return model_cfg, train_cfg
@@ -184,9 +217,10 @@ def train_command(argv):
     args = parser.parse_args(argv)
     import torch
 
+    import modes
     import utils
     from data import load_dataset
-    from train import NonFiniteLoss, Trainer, Interrupted
+    from train import NonFiniteLoss, Interrupted
 
     weights = Path(args.weights)
     ckpt = None
@@ -194,13 +228,14 @@ def train_command(argv):
         source = weights if args.resume is True else Path(args.resume)
         ckpt = utils.load_checkpoint(source)
         args = merge_resume(args, explicit_flags(parser, argv), ckpt)
+    modes.check_configs(*configs_from(args))  # options that contradict each other: refused before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     device = utils.choose_device(args.device)
     utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)
-    trainer = Trainer(model_cfg, train_cfg, device)
+    trainer = modes.make_trainer(model_cfg, train_cfg, device, data.train.labels)
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
         print(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
@@ -241,7 +276,10 @@ def train_command(argv):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
+    if model_cfg.mode == "unsupervised":
+        draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
+    numbers, _ = modes.write_outputs(trainer, data, weights)
+    print("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
     print(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
     return 0
 
@@ -290,6 +328,10 @@ def draw_command(argv):
     from data import load_dataset
 
     device = utils.choose_device(args.device)
+    mode = utils.load_checkpoint(args.weights)["model_config"].get("mode", "unsupervised")
+    if mode != "unsupervised":
+        raise UsageError(f"draw does not draw --mode {mode} models yet; training wrote their pictures "
+                         f"and mode_metrics.json into its --weights folder")
     trained = utils.load_models(args.weights, device=device)
     tc = trained.train_config
     directory = args.directory or tc.get("directory", "data")

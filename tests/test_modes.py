@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import data
+import main
 import modes
 import train
 from models import ModelConfig
@@ -248,3 +249,48 @@ def test_categorical_prior_draws_decode_one_category_a_column(dataset):
 def test_contradicting_options_are_refused(model_fields, train_fields, message):
     with pytest.raises(ValueError, match=message):
         modes.check_configs(ModelConfig(latent_dim=2, **model_fields), TrainConfig(**train_fields))
+
+
+def test_command_line_trains_a_mode_writes_its_outputs_and_refuses_a_contradicting_resume(idx_dir, tmp_path, capsys):
+    weights = tmp_path / "w"
+    common = ["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--weights", str(weights)]
+    assert main.main([*common, "--epochs", "1", "--mode", "semi_supervised", "--labels", "20", "--threads", "1"]) == 0
+    numbers = json.loads((weights / modes.METRICS_NAME).read_text())
+    assert numbers["mode"] == "semi_supervised" and numbers["labelled_examples"] == 20 and "test_error" in numbers
+    assert (weights / "semi_supervised_styles.png").is_file() and (weights / "aae.pt").is_file()
+    assert "test_error" in capsys.readouterr().out
+    assert main.main([*common, "--epochs", "2", "--mode", "clustering", "--resume"]) == 2
+    assert "--mode clustering (checkpoint: semi_supervised)" in capsys.readouterr().err
+    assert main.main(["draw", "--weights", str(weights)]) == 2
+    assert "draw does not draw --mode semi_supervised" in capsys.readouterr().err
+
+
+def test_contradicting_flags_exit_2_before_any_work(idx_dir, tmp_path, capsys):
+    code = main.main(["--directory", str(idx_dir), "--weights", str(tmp_path / "w"), "--label_discriminator"])
+    assert code == 2 and "use --prior mixture or swiss_roll" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--labels", "-2"], "--labels: must be a count >= 0, or -1"),
+    (["--mode", "gan"], "--mode: invalid choice"),
+    (["--prior", "cauchy"], "--prior: invalid choice"),
+    (["--encoder", "vae"], "--encoder: invalid choice"),
+    (["--clusters", "0"], "--clusters: must be at least 1"),
+])
+def test_bad_mode_flags_are_refused_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main.build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_mode_flags_reach_the_configs():
+    args = main.build_parser().parse_args(["--mode", "clustering", "--clusters", "30", "--prior", "uniform",
+                                           "--encoder", "universal", "--noise_dim", "4", "--labels", "0",
+                                           "--label_discriminator", "--classification_lr", "1e-3"])
+    model_cfg, train_cfg = main.configs_from(args)
+    assert (model_cfg.mode, model_cfg.clusters, model_cfg.encoder, model_cfg.noise_dim) == ("clustering", 30, "universal", 4)
+    assert model_cfg.label_discriminator is True
+    assert (train_cfg.prior, train_cfg.labels, train_cfg.classification_lr) == ("uniform", 0, 1e-3)
+    default_model, default_train = main.configs_from(main.build_parser().parse_args([]))
+    assert default_model == ModelConfig() and default_train == TrainConfig()
