@@ -217,6 +217,7 @@ def train_command(argv):
     args = parser.parse_args(argv)
     import torch
 
+    import mode_outputs
     import modes
     import utils
     from data import load_dataset
@@ -278,7 +279,7 @@ def train_command(argv):
             signal.signal(s, handler)
     if model_cfg.mode == "unsupervised":
         draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
-    numbers, _ = modes.write_outputs(trainer, data, weights)
+    numbers, _ = mode_outputs.write_outputs(trainer, data, weights)
     print("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
     print(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
     return 0

@@ -3,7 +3,9 @@
     import modes
     trainer = modes.make_trainer(model_cfg, train_cfg, "cpu", data.train.labels)  # Trainer or ModeTrainer
     trainer.fit(data)
-    numbers, pictures = modes.write_outputs(trainer, data, "weights")  # mode_metrics.json and PNGs
+    modes.classification_error(modes.predict_category(trainer.encoder, data.test.images), data.test.labels)
+
+mode_outputs.py turns a trained model into its numbers and pictures.
 
 ModelConfig.mode (and label_discriminator) picks the model; main.py's --mode etc. set them:
 
@@ -23,17 +25,14 @@ holds only that tensor (-1 = unlabelled) and never reads the dataset's training 
 reads test labels, and the clustering error the training labels (to name each cluster).
 """
 
-import json
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import fields, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import metrics
 import priors
 from models import ENCODERS, MODES, Decoder, Discriminator, mlp
 from train import (NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, generator_phase,
@@ -47,7 +46,6 @@ SELECT_SEED, LABEL_BATCH_SEED = 3, 4
 # threshold; the value is ours), so the style blobs around them (~3 std radius) barely overlap.
 HEAD_MARGIN = 6.0
 SIDE_COLUMNS = ("disc_y_loss", "gen_y_loss", "disc_y_accuracy", "classification_loss", "cluster_head_loss")
-METRICS_NAME = "mode_metrics.json"
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -489,104 +487,8 @@ def labelled_reconstruction(encoder, decoder, images, labels, n_classes, autocas
     return (total / len(images)).item()
 
 
-def mode_metrics(trainer, data):
-    """This model's numbers on `data` (its test split; the training split where a number says so)."""
-    m = trainer.model_cfg
-    train, test = data.train, data.test
-    test_images = test.images.to(trainer.device)
-    if m.mode == "supervised":  # the decoder reads each image's label too
-        bce = labelled_reconstruction(trainer.encoder, trainer.decoder, test_images, test.labels, m.n_classes)
-    else:
-        bce = trainer.test_reconstruction(test_images)
-    out = {"test_recon_bce": bce}
-    if m.mode in CATEGORICAL:
-        test_pred = predict_category(trainer.encoder, test.images)
-        if trainer.reads_labels:  # §5, Table 2
-            out["test_error"] = classification_error(test_pred, test.labels)
-        else:  # §6, Table 3: each cluster takes the majority label of its training members
-            train_pred = predict_category(trainer.encoder, train.images)
-            out["test_cluster_error"] = 1 - metrics.cluster_accuracy(test_pred, test.labels, train_pred, train.labels)
-            out["clusters_used"] = int(test_pred.unique().numel())
-        if m.mode == "dim_reduction":
-            out["knn_accuracy_2d"] = metrics.knn_accuracy(representation(trainer, train.images), train.labels,
-                                                          representation(trainer, test.images), test.labels)
-        return out
-    train_z, test_z = codes_of(trainer.encoder, train.images), codes_of(trainer.encoder, test.images)
-    # supervised: near chance (1 / n_classes) means the code keeps style, not class (§4)
-    out["knn_accuracy"] = metrics.knn_accuracy(train_z, train.labels, test_z, test.labels)
-    if m.mode == "unsupervised":
-        g = torch.Generator(device=trainer.prior_rng.device).manual_seed(trainer.cfg.seed)
-        out["mmd_to_prior"] = metrics.mmd(test_z, trainer.sample_prior(len(test_z), generator=g))
-    if m.label_discriminator:  # §2.3: is each test code in its label's part of the prior?
-        index = torch.arange(10000) % m.n_classes
-        draws = priors.sample(trainer.cfg.prior, len(index), 2, generator=torch.Generator().manual_seed(0),
-                              index=index, n_components=m.n_classes)
-        out["label_part_accuracy"] = metrics.knn_accuracy(draws, index, test_z.cpu(), test.labels)
-    return out
-
-
 def representation(trainer, images):
     """dim_reduction's 2-D representation W y + z of uint8 images (eval mode): [N, latent]."""
     enc, dec = trainer.encoder, trainer.decoder
     with evaluating(enc, dec):
         return batched(lambda x: dec.represent(enc(x)), on_device(images, enc))
-
-
-# -- pictures and the metrics file -----------------------------------------------------------------
-
-
-def draw_mode(trainer, data, folder):
-    """This mode's picture(s) into `folder`; returns their paths."""
-    import plots_modes
-
-    m, folder = trainer.model_cfg, Path(folder)
-    test, enc, dec = data.test, trainer.encoder, trainer.decoder
-    device = trainer.device
-    written = []
-    if m.mode in ("supervised", "semi_supervised"):  # Fig. 7: rows are styles, columns are classes
-        first = torch.stack([(test.labels == c).nonzero().flatten()[0] for c in range(m.n_classes)
-                             if (test.labels == c).any()])
-        sources = as_float(test.images[first].to(device))
-        k = m.n_classes
-        with evaluating(enc, dec):
-            z = enc(sources) if m.mode == "supervised" else enc.style(sources)  # [R, latent]
-            y = torch.eye(k, device=device).repeat(len(z), 1)  # [R * k, k]: every class for each style
-            decoded = dec(torch.cat([y, z.repeat_interleave(k, 0)], 1)).view(len(z), k, *sources.shape[1:])
-        written.append(plots_modes.style_grid(sources, decoded, folder / f"{m.mode}_styles.png"))
-    if m.mode == "clustering" or (m.mode == "dim_reduction" and not trainer.reads_labels):
-        k = trainer.n_categories  # §6: heads decoded with zero style, then test images of each cluster
-        with evaluating(dec):
-            heads = dec(torch.cat([torch.eye(k, device=device), torch.zeros(k, m.latent_dim, device=device)], 1))
-        pred = predict_category(enc, test.images).cpu()
-        members = [as_float(test.images[pred == c][:10]) for c in range(k)]
-        written.append(plots_modes.cluster_grid(heads.cpu(), members, folder / f"{m.mode}_clusters.png"))
-    if m.mode == "dim_reduction":  # §7, Fig. 9
-        heads = (dec.head_scale * dec.heads).detach().cpu()
-        written.append(plots_modes.scatter(representation(trainer, test.images).cpu(), test.labels,
-                                           folder / "dim_reduction_codes.png", "2-D representation W y + z (test)",
-                                           heads=heads))
-    if m.mode == "unsupervised" and m.latent_dim == 2:  # Figs. 2-4
-        g = torch.Generator(device=trainer.prior_rng.device).manual_seed(trainer.cfg.seed)
-        prior = trainer.sample_prior(5000, generator=g).cpu()
-        title = f"test codes, {trainer.cfg.prior} prior" + (", label discriminator" if m.label_discriminator else "")
-        written.append(plots_modes.scatter(codes_of(enc, test.images).cpu(), test.labels,
-                                           folder / "latent_codes.png", title, background=prior))
-    return written
-
-
-def write_outputs(trainer, data, folder):
-    """mode_metrics.json (what was trained, and its numbers) and the mode's pictures, into `folder`."""
-    import utils  # lazy: utils sits below train
-
-    m, t = trainer.model_cfg, trainer.cfg
-    labelled = int((trainer.labels >= 0).sum()) if getattr(trainer, "labels", None) is not None else 0
-    numbers = {"dataset": data.name, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
-               "label_discriminator": m.label_discriminator, "latent_dim": m.latent_dim,
-               "labelled_examples": labelled, "epochs": trainer.epoch, **mode_metrics(trainer, data)}
-    if m.mode in CATEGORICAL:
-        numbers["categories"] = trainer.n_categories
-    pictures = draw_mode(trainer, data, folder)
-    numbers["pictures"] = [p.name for p in pictures]
-    text = json.dumps(numbers, indent=1) + "\n"
-    utils.atomic_write(Path(folder) / METRICS_NAME, lambda f: f.write(text.encode()))
-    return numbers, pictures

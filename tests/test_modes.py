@@ -11,6 +11,7 @@ import torch
 
 import data
 import main
+import mode_outputs
 import modes
 import train
 from models import ModelConfig
@@ -131,9 +132,9 @@ def test_each_mode_trains_and_writes_its_number_and_picture(case, dataset, tmp_p
         assert all(math.isfinite(v) for v in row.values())
         for column in getattr(trainer, "side_columns", ()):
             assert column in row
-    numbers, pictures = modes.write_outputs(trainer, dataset, tmp_path)
+    numbers, pictures = mode_outputs.write_outputs(trainer, dataset, tmp_path)
     number, picture = CASES[case][2], CASES[case][3]
-    saved = json.loads((tmp_path / modes.METRICS_NAME).read_text())
+    saved = json.loads((tmp_path / mode_outputs.METRICS_NAME).read_text())
     assert saved == numbers and saved["mode"] == model_cfg.mode and saved["epochs"] == 2
     assert 0 <= saved[number] <= 1 or number == "mmd_to_prior" and math.isfinite(saved[number])
     assert 0 < saved["test_recon_bce"] < 600
@@ -255,7 +256,7 @@ def test_command_line_trains_a_mode_writes_its_outputs_and_refuses_a_contradicti
     weights = tmp_path / "w"
     common = ["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--weights", str(weights)]
     assert main.main([*common, "--epochs", "1", "--mode", "semi_supervised", "--labels", "20", "--threads", "1"]) == 0
-    numbers = json.loads((weights / modes.METRICS_NAME).read_text())
+    numbers = json.loads((weights / mode_outputs.METRICS_NAME).read_text())
     assert numbers["mode"] == "semi_supervised" and numbers["labelled_examples"] == 20 and "test_error" in numbers
     assert (weights / "semi_supervised_styles.png").is_file() and (weights / "aae.pt").is_file()
     assert "test_error" in capsys.readouterr().out

@@ -1,0 +1,157 @@
+"""What a trained model of any mode leaves behind (modes.py, issue 4): its numbers in mode_metrics.json
+and its pictures — style grids (Fig. 7), cluster heads (§6), 2-D codes coloured by label (Figs. 2-4, 9).
+
+    import mode_outputs
+    numbers, pictures = mode_outputs.write_outputs(trainer, data, "weights")   # after trainer.fit(data)
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+import metrics
+import modes
+import priors
+from modes import CATEGORICAL, codes_of, evaluating, predict_category, representation
+from train import as_float
+from utils import atomic_write, save_grid
+
+METRICS_NAME = "mode_metrics.json"
+
+
+def mode_metrics(trainer, data):
+    """This model's numbers on `data` (its test split; the training split where a number says so)."""
+    m = trainer.model_cfg
+    train, test = data.train, data.test
+    test_images = test.images.to(trainer.device)
+    if m.mode == "supervised":  # the decoder reads each image's label too
+        bce = modes.labelled_reconstruction(trainer.encoder, trainer.decoder, test_images, test.labels, m.n_classes)
+    else:
+        bce = trainer.test_reconstruction(test_images)
+    out = {"test_recon_bce": bce}
+    if m.mode in CATEGORICAL:
+        test_pred = predict_category(trainer.encoder, test.images)
+        if trainer.reads_labels:  # §5, Table 2
+            out["test_error"] = modes.classification_error(test_pred, test.labels)
+        else:  # §6, Table 3: each cluster takes the majority label of its training members
+            train_pred = predict_category(trainer.encoder, train.images)
+            out["test_cluster_error"] = 1 - metrics.cluster_accuracy(test_pred, test.labels, train_pred, train.labels)
+            out["clusters_used"] = int(test_pred.unique().numel())
+        if m.mode == "dim_reduction":
+            out["knn_accuracy_2d"] = metrics.knn_accuracy(representation(trainer, train.images), train.labels,
+                                                          representation(trainer, test.images), test.labels)
+        return out
+    train_z, test_z = codes_of(trainer.encoder, train.images), codes_of(trainer.encoder, test.images)
+    # supervised: near chance (1 / n_classes) means the code keeps style, not class (§4)
+    out["knn_accuracy"] = metrics.knn_accuracy(train_z, train.labels, test_z, test.labels)
+    if m.mode == "unsupervised":
+        g = torch.Generator(device=trainer.prior_rng.device).manual_seed(trainer.cfg.seed)
+        out["mmd_to_prior"] = metrics.mmd(test_z, trainer.sample_prior(len(test_z), generator=g))
+    if m.label_discriminator:  # §2.3: is each test code in its label's part of the prior?
+        index = torch.arange(10000) % m.n_classes
+        draws = priors.sample(trainer.cfg.prior, len(index), 2, generator=torch.Generator().manual_seed(0),
+                              index=index, n_components=m.n_classes)
+        out["label_part_accuracy"] = metrics.knn_accuracy(draws, index, test_z.cpu(), test.labels)
+    return out
+
+
+# -- pictures and the metrics file -----------------------------------------------------------------
+
+
+def draw_mode(trainer, data, folder):
+    """This mode's picture(s) into `folder`; returns their paths."""
+    m, folder = trainer.model_cfg, Path(folder)
+    test, enc, dec = data.test, trainer.encoder, trainer.decoder
+    device = trainer.device
+    written = []
+    if m.mode in ("supervised", "semi_supervised"):  # Fig. 7: rows are styles, columns are classes
+        first = torch.stack([(test.labels == c).nonzero().flatten()[0] for c in range(m.n_classes)
+                             if (test.labels == c).any()])
+        sources = as_float(test.images[first].to(device))
+        k = m.n_classes
+        with evaluating(enc, dec):
+            z = enc(sources) if m.mode == "supervised" else enc.style(sources)  # [R, latent]
+            y = torch.eye(k, device=device).repeat(len(z), 1)  # [R * k, k]: every class for each style
+            decoded = dec(torch.cat([y, z.repeat_interleave(k, 0)], 1)).view(len(z), k, *sources.shape[1:])
+        written.append(style_grid(sources, decoded, folder / f"{m.mode}_styles.png"))
+    if m.mode == "clustering" or (m.mode == "dim_reduction" and not trainer.reads_labels):
+        k = trainer.n_categories  # §6: heads decoded with zero style, then test images of each cluster
+        with evaluating(dec):
+            heads = dec(torch.cat([torch.eye(k, device=device), torch.zeros(k, m.latent_dim, device=device)], 1))
+        pred = predict_category(enc, test.images).cpu()
+        members = [as_float(test.images[pred == c][:10]) for c in range(k)]
+        written.append(cluster_grid(heads.cpu(), members, folder / f"{m.mode}_clusters.png"))
+    if m.mode == "dim_reduction":  # §7, Fig. 9
+        heads = (dec.head_scale * dec.heads).detach().cpu()
+        written.append(scatter(representation(trainer, test.images).cpu(), test.labels,
+                                           folder / "dim_reduction_codes.png", "2-D representation W y + z (test)",
+                                           heads=heads))
+    if m.mode == "unsupervised" and m.latent_dim == 2:  # Figs. 2-4
+        g = torch.Generator(device=trainer.prior_rng.device).manual_seed(trainer.cfg.seed)
+        prior = trainer.sample_prior(5000, generator=g).cpu()
+        title = f"test codes, {trainer.cfg.prior} prior" + (", label discriminator" if m.label_discriminator else "")
+        written.append(scatter(codes_of(enc, test.images).cpu(), test.labels,
+                                           folder / "latent_codes.png", title, background=prior))
+    return written
+
+
+def write_outputs(trainer, data, folder):
+    """mode_metrics.json (what was trained, and its numbers) and the mode's pictures, into `folder`."""
+    m, t = trainer.model_cfg, trainer.cfg
+    labelled = int((trainer.labels >= 0).sum()) if getattr(trainer, "labels", None) is not None else 0
+    numbers = {"dataset": data.name, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
+               "label_discriminator": m.label_discriminator, "latent_dim": m.latent_dim,
+               "labelled_examples": labelled, "epochs": trainer.epoch, **mode_metrics(trainer, data)}
+    if m.mode in CATEGORICAL:
+        numbers["categories"] = trainer.n_categories
+    pictures = draw_mode(trainer, data, folder)
+    numbers["pictures"] = [p.name for p in pictures]
+    text = json.dumps(numbers, indent=1) + "\n"
+    atomic_write(Path(folder) / METRICS_NAME, lambda f: f.write(text.encode()))
+    return numbers, pictures
+
+
+# -- picture primitives -------------------------------------------------------------------------
+
+
+def style_grid(sources, decoded, path):
+    """Row i: source image i, then its style decoded with each class k (columns)."""
+    rows = torch.cat([sources.unsqueeze(1), decoded], dim=1)  # [R, K + 1, 1, H, W]
+    save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1])
+    return Path(path)
+
+
+def cluster_grid(heads, members, path, per_row=10):
+    """Row k: cluster k's head (decoded with zero style), then up to per_row of its images (blank if fewer)."""
+    rows = []
+    for head, images in zip(heads, members):
+        row = torch.ones(per_row + 1, *head.shape)  # white where a cluster has fewer images
+        row[0] = head
+        row[1 : 1 + len(images[:per_row])] = images[:per_row]
+        rows.append(row)
+    save_grid(torch.cat(rows), path, nrow=per_row + 1)
+    return Path(path)
+
+
+def scatter(codes, labels, path, title, background=None, heads=None):
+    """2-D codes [N, 2] coloured by label, over grey prior draws [M, 2]; heads [K, 2] as black crosses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    if background is not None:
+        ax.scatter(background[:, 0], background[:, 1], s=2, c="0.85", label="prior draws", rasterized=True)
+    points = ax.scatter(codes[:, 0], codes[:, 1], s=3, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, rasterized=True)
+    if heads is not None:
+        ax.scatter(heads[:, 0], heads[:, 1], s=80, c="black", marker="x", label="cluster heads")
+    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+    if background is not None or heads is not None:
+        ax.legend(loc="upper right", markerscale=3, fontsize=8)
+    ax.set(title=title, aspect="equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
