@@ -99,7 +99,9 @@ def draw_mode(trainer, data, folder):
 def write_outputs(trainer, data, folder):
     """mode_metrics.json (what was trained, and its numbers) and the mode's pictures, into `folder`."""
     m, t = trainer.model_cfg, trainer.cfg
-    labelled = int((trainer.labels >= 0).sum()) if getattr(trainer, "labels", None) is not None else 0
+    labelled = 0  # from the configs, so that a reloaded trainer (which holds no labels) says the same
+    if modes.reads_labels(m, t):
+        labelled = len(data.train.images) if t.labels == -1 else t.labels
     numbers = {"dataset": data.name, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
                "label_discriminator": m.label_discriminator, "latent_dim": m.latent_dim,
                "labelled_examples": labelled, "epochs": trainer.epoch, **mode_metrics(trainer, data)}
