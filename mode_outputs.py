@@ -148,9 +148,10 @@ def scatter(codes, labels, path, title, background=None, heads=None):
         ax.scatter(background[:, 0], background[:, 1], s=2, c="0.85", label="prior draws", rasterized=True)
     points = ax.scatter(codes[:, 0], codes[:, 1], s=3, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, rasterized=True)
     if heads is not None:
-        ax.scatter(heads[:, 0], heads[:, 1], s=80, c="black", marker="x", label="cluster heads")
+        ax.scatter(heads[:, 0], heads[:, 1], s=80, c="black", marker="x")
+        title += "; crosses: cluster heads"
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
-    if background is not None or heads is not None:
+    if background is not None:
         ax.legend(loc="upper right", markerscale=3, fontsize=8)
     ax.set(title=title, aspect="equal")
     fig.tight_layout()
