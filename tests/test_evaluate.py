@@ -1,4 +1,4 @@
-"""The evaluate command: its protocol, every file the report promises, its errors."""
+"""The evaluate command: its protocol, every file the report promises, its errors, --eval_every."""
 
 import json
 from dataclasses import replace
@@ -123,3 +123,21 @@ def test_user_errors_are_one_line(weights, tmp_path, capsys, argv, code, message
         result = e.code
     err = capsys.readouterr().err
     assert result == code and message in err and err.count("\n") == 1
+
+
+def test_eval_every_logs_metrics_and_leaves_training_unchanged(idx_dir, tmp_path, capsys):
+    common = ["--directory", str(idx_dir), "--epochs", "3", "--latent_dim", "2", "--batch_size", "50"]
+    assert main.main(common + ["--weights", str(tmp_path / "plain")]) == 0
+    assert main.main(common + ["--weights", str(tmp_path / "eval"), "--eval_every", "2"]) == 0
+    assert "parzen_ll" in capsys.readouterr().out  # on the epoch's log line
+
+    rows = utils.read_csv(tmp_path / "eval" / utils.LOG_NAME)
+    evaluated = [r["epoch"] for r in rows if r["parzen_ll"] == r["parzen_ll"]]  # not NaN
+    assert evaluated == [2, 3]  # every 2nd epoch, and the last
+    assert all(key in rows[0] for key in evaluate.TRAINING_COLUMNS)
+    # the evaluation draws from its own generators and restores train mode: the run is unchanged
+    a = torch.load(tmp_path / "plain" / utils.CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "eval" / utils.CHECKPOINT_NAME, weights_only=True)
+    for net in ("encoder", "decoder", "discriminator"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
