@@ -218,8 +218,8 @@ def write_report(trained, dataset, results, out, seed=0, checkpoint=None):
                                            f"({TRAINING_EVAL.parzen_samples:,} Parzen samples): compare epochs "
                                            "with each other, not with the table above.")
 
-    meta = {"checkpoint": str(checkpoint) if checkpoint else None, "dataset": dataset.name, "epochs": len(trained.history),
-            "latent_dim": trained.config.latent_dim}
+    meta = {"checkpoint": str(checkpoint) if checkpoint else None, "dataset": dataset.name,
+            "epochs": len(trained.history), "latent_dim": trained.config.latent_dim}
     json_text = json.dumps({**meta, **results}, indent=2) + "\n"
     utils.atomic_write(out / "metrics.json", lambda f: f.write(json_text.encode()))
     report = _markdown(meta, results, pictures)
@@ -249,8 +249,10 @@ def _markdown(meta, r, pictures):
         ("MMD² (codes, prior)", f"{r['mmd']:.5f}", f"unbiased, {p['mmd_points']:,} test codes against "
          f"{p['mmd_points']:,} prior draws; Gaussian kernels of bandwidths "
          + ", ".join(f"{h:.3g}" for h in p["mmd_bandwidths"]) + " (fixed by the prior); 0 when they match"),
-        ("Code mean error", f"{r['code_mean_error']:.4f}", "mean over dimensions of |mean of test codes − prior mean|"),
-        ("Code std error", f"{r['code_std_error']:.4f}", "mean over dimensions of |std of test codes − prior std|"),
+        ("Code mean error", f"{r['code_mean_error']:.4f}",
+         "mean over dimensions of \\|mean of test codes − prior mean\\|"),
+        ("Code std error", f"{r['code_std_error']:.4f}",
+         "mean over dimensions of \\|std of test codes − prior std\\|"),
     ]
     lines = [
         f"# Evaluation of `{meta['checkpoint']}`" if meta["checkpoint"] else "# Evaluation",

@@ -287,7 +287,8 @@ def project_2d(codes):
     centred = codes.double() - codes.double().mean(0)
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
     share = (s[:2] ** 2).sum() / (s**2).sum()
-    return vh[:2].T.float(), f"projected on the test codes' first two principal axes ({100 * share:.0f} % of their variance)"
+    how = f"projected on the test codes' first two principal axes ({100 * share:.0f} % of their variance)"
+    return vh[:2].T.float(), how
 
 
 def draw_latent(codes, labels, path, prior=None, class_names=None):
@@ -319,8 +320,8 @@ def draw_latent(codes, labels, path, prior=None, class_names=None):
     ax.set_aspect("equal", adjustable="datalim")
     axis = "code" if basis is None else "principal axis"
     ax.set(xlabel=f"{axis} 1", ylabel=f"{axis} 2", title=f"Test codes by label: {how}")
-    ax.title.set_fontsize(9)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False, fontsize=9)
+    ax.title.set_fontsize(10)
+    ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -333,6 +334,7 @@ def draw_eval_curves(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in rows if r.get("parzen_ll") is not None and not math.isnan(r["parzen_ll"])]
     epochs = [r["epoch"] for r in rows]
@@ -347,6 +349,7 @@ def draw_eval_curves(rows, path):
             ax.plot(epochs, values, marker="o")
         ax.set(xlabel="epoch", title=title)
         ax.title.set_fontsize(10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
