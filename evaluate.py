@@ -100,7 +100,7 @@ def evaluate_checkpoint(trained, dataset, config=None):
     """
     c = config or EvalConfig()
     device = next(trained.decoder.parameters()).device
-    gen = torch.Generator().manual_seed(c.seed)  # CPU: the same draws whatever the device
+    gen = torch.Generator().manual_seed(c.seed)  # on the CPU: the same draws whatever the device
     train, test = dataset.train, dataset.test
     n_valid = min(c.parzen_validation, len(train.images))
     seconds = {}
@@ -129,7 +129,8 @@ def evaluate_checkpoint(trained, dataset, config=None):
     del train_codes
     lap("knn")
 
-    z = trained.sample_prior(c.mmd_points, generator=gen)
+    # its own stream: the same draws (hence bandwidths) whatever parzen_samples is
+    z = trained.sample_prior(c.mmd_points, generator=torch.Generator().manual_seed(c.seed + 1))
     bandwidths = prior_bandwidths(z)
     mmd = metrics.mmd(test_codes, z, bandwidths=bandwidths, max_points=c.mmd_points, seed=c.seed)
     name, params = prior_params(trained.train_config)

@@ -250,6 +250,16 @@ def draw_reconstructions(trained, images, path, n=50):
     save_grid(torch.cat(rows), path, nrow=10)
 
 
+def _epoch_ticks(ax, epochs):
+    """Whole epochs on the x axis (matplotlib would label 0.98, 1.00, 1.02 around a single epoch)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def draw_losses(rows, path):
     """Loss curves of every phase and the test reconstruction, from the training history."""
     import matplotlib
@@ -258,14 +268,18 @@ def draw_losses(rows, path):
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in rows]
+    marker = "o" if len(rows) <= 30 else None  # a line of one point is invisible without a marker
     fig, (ax_rec, ax_adv) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_rec.plot(epochs, [r["recon_loss"] for r in rows], label="train")
-    ax_rec.plot(epochs, [r["test_recon_bce"] for r in rows], label="test")
+    ax_rec.plot(epochs, [r["recon_loss"] for r in rows], label="train", marker=marker)
+    ax_rec.plot(epochs, [r["test_recon_bce"] for r in rows], label="test", marker=marker)
     ax_rec.set(xlabel="epoch", ylabel="BCE, nats / image", title="reconstruction")
     ax_rec.legend()
-    ax_adv.plot(epochs, [r["disc_loss"] for r in rows], label="discriminator")
-    ax_adv.plot(epochs, [r["gen_loss"] for r in rows], label="generator (encoder)")
-    ax_adv.plot(epochs, [r["disc_accuracy"] for r in rows], label="discriminator accuracy", linestyle="--")
+    ax_adv.plot(epochs, [r["disc_loss"] for r in rows], label="discriminator", marker=marker)
+    ax_adv.plot(epochs, [r["gen_loss"] for r in rows], label="generator (encoder)", marker=marker)
+    ax_adv.plot(epochs, [r["disc_accuracy"] for r in rows], label="discriminator accuracy", linestyle="--",
+                marker=marker)
+    for ax in (ax_rec, ax_adv):
+        _epoch_ticks(ax, epochs)
     ax_adv.axhline(math.log(2), color="grey", linewidth=0.5)
     ax_adv.set(xlabel="epoch", title="adversarial phases (grey: log 2)")
     ax_adv.legend()
@@ -334,7 +348,6 @@ def draw_eval_curves(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in rows if r.get("parzen_ll") is not None and not math.isnan(r["parzen_ll"])]
     epochs = [r["epoch"] for r in rows]
@@ -349,7 +362,7 @@ def draw_eval_curves(rows, path):
             ax.plot(epochs, values, marker="o")
         ax.set(xlabel="epoch", title=title)
         ax.title.set_fontsize(10)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_ticks(ax, epochs)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
