@@ -21,6 +21,7 @@ from pathlib import Path
 
 EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
 COMMANDS = ("train", "draw", "evaluate")
+PICTURES = ("all", "interpolation", "samples", "reconstructions", "losses")
 
 
 # -- flag types: each refuses a bad value with a one-line message --------------------------------
@@ -116,9 +117,8 @@ def build_parser():
 
 def build_draw_parser():
     p = Parser(prog="main.py draw", description="Draw pictures from a trained checkpoint.")
-    p.add_argument("what", nargs="*", default=["all"],
-                   choices=("all", "interpolation", "samples", "reconstructions", "losses"),
-                   help="which pictures (default: all)")
+    p.add_argument("what", nargs="*", metavar="PICTURE",
+                   help=f"which pictures: {', '.join(PICTURES)} (default: all)")
     p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
@@ -320,7 +320,12 @@ def draw_all(trained, data, out, what=("all",), classes=None, pairs=8, steps=10,
 
 
 def draw_command(argv):
-    args = build_draw_parser().parse_args(argv)
+    parser = build_draw_parser()
+    args = parser.parse_args(argv)
+    args.what = args.what or ["all"]
+    unknown = [w for w in args.what if w not in PICTURES]
+    if unknown:
+        parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(PICTURES)}")
     import utils
     from data import load_dataset
 
