@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import priors
-from models import ModelConfig, build_models
+from models import Dropout, ModelConfig, build_models
 
 FORMAT_VERSION = 1
 PHASES = ("reconstruction", "discriminator", "generator")
@@ -154,7 +154,12 @@ class Trainer:
         self.history = []  # one dict per completed epoch
         self.partial = None  # progress through an interrupted epoch, see save_partial()
         if train_cfg.precision == "bf16":
-            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # no weight-cast cache: each phase casts its weights once anyway, and a CUDA graph needs it off
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+            for net in (self.encoder, self.decoder, self.discriminator):
+                for m in net.modules():
+                    if isinstance(m, Dropout):
+                        m.exact = False  # a quarter of the random numbers per CPU mask; see models.Dropout
         else:
             self.autocast = nullcontext
 

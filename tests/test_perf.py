@@ -29,3 +29,15 @@ def test_dropout_is_identity_in_eval_mode():
     layer = models.Dropout(0.25).eval()
     x = torch.randn(8, 10)
     assert torch.equal(layer(x), x)
+
+
+def test_inexact_dropout_keeps_the_rate_and_scale():
+    layer = models.Dropout(0.2)
+    layer.exact = False
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000, dtype=torch.bfloat16)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.002
+    assert torch.equal(y[kept], torch.full_like(y[kept], 1 / 0.8))  # bf16's 1/0.8, as nn.Dropout scales
+    assert not torch.equal(layer(x), y)  # fresh masks each call
