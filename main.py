@@ -96,6 +96,9 @@ def build_parser():
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --weights (or the given checkpoint file)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--cuda_graphs", type=str2bool, nargs="?", const=True, default=True,
+                   help="on CUDA, replay each training step as one CUDA graph (falls back to eager if capture "
+                        "fails); no effect on the CPU or under torchrun (default: True)")
     return p
 
 
@@ -200,7 +203,7 @@ def train_command(argv):
     utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)
-    trainer = Trainer(model_cfg, train_cfg, device)
+    trainer = Trainer(model_cfg, train_cfg, device, cuda_graphs=args.cuda_graphs)
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
         print(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
