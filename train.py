@@ -12,7 +12,8 @@ evaluates on the test split, keeps a history and writes a checkpoint (via `utils
 epoch; `Trainer.load_state_dict()` resumes one exactly. Run it through main.py.
 
 Speed (docs/performance.md): on CUDA the data set stays on the GPU and a full batch's three phases
-are replayed as one CUDA graph (`GraphedStep`).
+are replayed as one CUDA graph (`GraphedStep`); under torchrun each process trains on its shard
+of every epoch and DistributedDataParallel averages the gradients.
 """
 
 import math
@@ -21,9 +22,11 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import priors
 from models import Dropout, ModelConfig, build_models
@@ -152,6 +155,8 @@ class Trainer:
         self._graphed = None  # the GraphedStep of the data set being trained on
         torch.manual_seed(train_cfg.seed)  # weights, then dropout masks
         self.encoder, self.decoder, self.discriminator = (m.to(self.device) for m in build_models(model_cfg))
+        if rank:  # the same weights on every rank; its own dropout masks and prior draws (below)
+            torch.manual_seed(train_cfg.seed + RANK_SEED_STRIDE * rank)
         c, dev, graphs = train_cfg, self.device, self.cuda_graphs
         self.optimizers = {
             "reconstruction": adam([*self.encoder.parameters(), *self.decoder.parameters()], c.gen_lr, c.adam_beta1,
@@ -161,7 +166,18 @@ class Trainer:
         }
         # Shuffling is drawn on the CPU so that every device (and every rank) sees the same order.
         self.data_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
-        self.prior_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 2)
+        self.prior_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 2 + RANK_SEED_STRIDE * rank)
+        # The modules each phase trains, through DDP when several processes train: it averages their
+        # gradients during the backward. Forwards that need no gradient average (the encoder under no_grad
+        # in the discriminator phase, the frozen discriminator in the generator phase) use the bare modules.
+        self.synced = SimpleNamespace(encoder=self.encoder, decoder=self.decoder, discriminator=self.discriminator)
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.synced.encoder = DDP(self.encoder, device_ids=ids)
+            self.synced.decoder = SimpleNamespace(logits=DDP(_Logits(self.decoder), device_ids=ids))
+            self.synced.discriminator = DDP(self.discriminator, device_ids=ids)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed steps, all epochs
         self.history = []  # one dict per completed epoch
@@ -186,13 +202,15 @@ class Trainer:
 
     def train_step(self, x, sums, z_prior=None):
         """The three phases on one batch; adds each phase's loss to the on-device `sums`."""
-        enc, dec, dis = self.encoder, self.decoder, self.discriminator
-        sums[0] += reconstruction_phase(enc, dec, self.optimizers["reconstruction"], x, self.autocast)
+        enc, dis, synced = self.encoder, self.discriminator, self.synced
+        sums[0] += reconstruction_phase(synced.encoder, synced.decoder, self.optimizers["reconstruction"], x,
+                                        self.autocast)
         z_prior = self.sample_prior(len(x)) if z_prior is None else z_prior
-        d_loss, d_acc = discriminator_phase(enc, dis, self.optimizers["discriminator"], x, z_prior, self.autocast)
+        d_loss, d_acc = discriminator_phase(enc, synced.discriminator, self.optimizers["discriminator"], x, z_prior,
+                                            self.autocast)
         sums[1] += d_loss
         sums[3] += d_acc
-        sums[2] += generator_phase(enc, dis, self.optimizers["generator"], x, self.autocast)
+        sums[2] += generator_phase(synced.encoder, dis, self.optimizers["generator"], x, self.autocast)
 
     def train_batch(self, train_images, index, sums):
         """train_step on train_images[index]: replayed as a CUDA graph when enabled and the batch is full."""
@@ -219,7 +237,8 @@ class Trainer:
             order = torch.randperm(n, generator=self.data_rng)
             first, sums = self.partial["step_in_epoch"], self.partial["sums"].to(self.device)
             self.partial = None
-        order = order[self.rank :: self.world_size].to(self.device)  # this rank's shard
+        # this rank's shard; all of the same length, so that every rank takes as many steps
+        order = order[: n - n % self.world_size][self.rank :: self.world_size].to(self.device)
         n_steps = math.ceil(len(order) / b)
         self.encoder.train(), self.decoder.train(), self.discriminator.train()
         bar = progress(total=n_steps, initial=first, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
@@ -232,6 +251,9 @@ class Trainer:
                 self.partial = {"data_rng": start_state, "step_in_epoch": i + 1, "sums": sums.cpu()}
                 raise Interrupted()
         bar.close()
+        if self.world_size > 1:  # every rank logs, and stops on a non-finite loss, on the same figures
+            torch.distributed.all_reduce(sums)
+            sums /= self.world_size
         means = (sums / n_steps).tolist()  # the one host synchronisation of the epoch
         return dict(zip(("reconstruction", "discriminator", "generator", "disc_accuracy"), means))
 
@@ -319,6 +341,20 @@ class Trainer:
             self.prior_rng.set_state(rng["prior"])
         except RuntimeError:  # saved on another device type: the stream differs from here on
             self.prior_rng.manual_seed(self.cfg.seed + 2 + self.step)
+
+
+RANK_SEED_STRIDE = 10_000  # rank r seeds its dropout and prior draws with seed + r * this: far from seed + 1, + 2
+
+
+class _Logits(nn.Module):
+    """A decoder's logits as a forward(), which is what DDP wraps."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z):
+        return self.decoder.logits(z)
 
 
 class GraphedStep:
