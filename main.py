@@ -5,6 +5,7 @@
     python main.py --resume                                     # continue weights/aae.pt
     python main.py draw --weights weights                       # pictures of what the model learned
     python main.py evaluate --weights weights                   # metrics.json + report.md (docs/metrics.md)
+    torchrun --nproc_per_node 4 main.py --epochs 100            # 4 GPUs (or CPU processes), one process each
 
 `python main.py --help`, `python main.py draw --help` and `python main.py evaluate --help` list
 every flag. Errors a user can cause print one line and exit with a non-zero code: 2 for bad flags,
@@ -112,6 +113,9 @@ def build_parser():
     p.add_argument("--eval_every", type=non_negative_int, default=0, metavar="N",
                    help="every N epochs (and after the last) add the test metrics of docs/metrics.md to the log, "
                         "with a cheaper 1,000-sample Parzen window; 0 = off (default: 0)")
+    p.add_argument("--cuda_graphs", type=str2bool, nargs="?", const=True, default=True,
+                   help="on CUDA, replay each training step as one CUDA graph (falls back to eager if capture "
+                        "fails); no effect on the CPU or under torchrun (default: True)")
     return p
 
 
@@ -229,15 +233,18 @@ def train_command(argv):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = utils.choose_device(args.device)
-    utils.check_writable(weights)
+    rank, world_size, device = join_torchrun(device)
+    say = print if rank == 0 else lambda *a, **k: None  # one process speaks, saves and draws
+    if rank == 0:
+        utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)
-    trainer = Trainer(model_cfg, train_cfg, device)
+    trainer = Trainer(model_cfg, train_cfg, device, rank, world_size, cuda_graphs=args.cuda_graphs)
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
-        print(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
+        say(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
     if trainer.epoch >= train_cfg.epochs and not trainer.partial:
-        print(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
+        say(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
         return 0
 
     # its own generator, so the training stream of prior draws is the same with or without it
@@ -245,6 +252,8 @@ def train_command(argv):
     progress_dir = weights / "samples"
 
     def save(t):
+        if rank != 0:
+            return
         utils.save_checkpoint(t.state_dict(), weights / utils.CHECKPOINT_NAME)
         if t.history:
             utils.write_csv(t.history, weights / utils.LOG_NAME)
@@ -265,25 +274,64 @@ def train_command(argv):
 
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(f"training on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test images), "
-          f"{device}, {train_cfg.precision}; weights in {weights}/")
+    say(f"training on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test images), "
+        f"{device}" + (f" x {world_size} processes" if world_size > 1 else "")
+        + f", {train_cfg.precision}; weights in {weights}/")
+    should_stop = (lambda: bool(stop)) if world_size == 1 else AgreedStop(stop, device)
     try:
-        trainer.fit(data, save=save, should_stop=lambda: bool(stop), progress=tqdm_progress(), evaluate=evaluate_epoch)
+        trainer.fit(data, save=save, should_stop=should_stop, progress=tqdm_progress() if rank == 0 else None,
+                    evaluate=evaluate_epoch)
     except Interrupted:
-        print(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
-              + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
-              + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
-        return 128 + stop.signum
+        say(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
+            + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
+            + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
+        return 128 + (stop.signum or signal.SIGTERM)  # a rank that was not signalled stops with the others
     except NonFiniteLoss as e:
-        print(f"error: {e}; the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one. "
-              "Try lower --gen_lr/--dis_lr.", file=sys.stderr)
+        say(f"error: {e}; the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one. "
+            "Try lower --gen_lr/--dis_lr.", file=sys.stderr)
         return EXIT_DIVERGED
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
-    print(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
+    if rank == 0:
+        draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
+    say(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
     return 0
+
+
+def join_torchrun(device):
+    """Under torchrun (WORLD_SIZE > 1) join the process group: (rank, world_size, this process's device)."""
+    import os
+
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world_size, device
+
+
+class AgreedStop:
+    """A stop request that all ranks act on at the same step; one that stopped alone would leave the
+    others waiting forever in their next all-reduce. Every rank calls it once per step, so every
+    `every` calls they can all-reduce their flags together: at most that many steps late."""
+
+    def __init__(self, flag, device, every=20):
+        self.flag, self.device, self.every, self.calls = flag, device, every, 0
+
+    def __call__(self):
+        import torch
+
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        wanted = torch.tensor([float(bool(self.flag))], device=self.device)
+        torch.distributed.all_reduce(wanted, op=torch.distributed.ReduceOp.MAX)
+        return bool(wanted.item())
 
 
 def tqdm_progress():
@@ -386,6 +434,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed = sys.modules.get("torch.distributed")  # imported only if torch was
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
