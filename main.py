@@ -135,7 +135,7 @@ class StopFlag:
 
     def __call__(self, signum, frame):
         if self.signum is not None:  # a second request: leave now; saves are atomic
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(signum)  # main() exits with 128 + signum, as the shell would
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: stopping at the next safe point (again to quit at once)",
               file=sys.stderr, flush=True)
@@ -314,9 +314,9 @@ def main(argv=None):
     except (DataError, CheckpointError, SaveError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FILES
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Python's own Ctrl-C has no args; StopFlag's carries the signal
+        print("interrupted; the last checkpoint saved, if any, is intact (--resume continues it)", file=sys.stderr)
+        return 128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT)
 
 
 if __name__ == "__main__":
