@@ -160,7 +160,10 @@ MAY_CHANGE_ON_RESUME = {"epochs", "precision", "directory"}
 
 def merge_resume(args, explicit, ckpt):
     """Flags not typed take the checkpoint's values; typed ones that contradict it are refused."""
+    from utils import CheckpointError
+
     saved = {**ckpt["model_config"], **ckpt.get("train_config", {})}
+    flags = {a.dest: a for a in build_parser()._actions}
     clashes = []
     for key, value in saved.items():
         if not hasattr(args, key):
@@ -168,11 +171,23 @@ def merge_resume(args, explicit, ckpt):
         if key in explicit and explicit[key] != value and key not in MAY_CHANGE_ON_RESUME:
             clashes.append(f"--{key} {explicit[key]} (checkpoint: {value})")
         elif key not in explicit:
+            if not passes(flags[key], value):  # what the flag itself would refuse, the file must not bring in
+                raise CheckpointError(f"the checkpoint holds {key} = {value!r}, which --{key} refuses; "
+                                      "the file is damaged or not from this program")
             setattr(args, key, value)
     if clashes:
         raise UsageError("--resume: these flags contradict the checkpoint: " + ", ".join(clashes)
                          + "; drop them, or train into another --weights folder")
     return args
+
+
+def passes(action, value):
+    """Whether `value`, read from a checkpoint, is one that `action`'s flag accepts."""
+    try:
+        ok = isinstance(value, str) if action.type is None else action.type(str(value)) == value
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return False
+    return ok and (not action.choices or value in action.choices)
 
 
 class UsageError(Exception):
@@ -200,11 +215,23 @@ def train_command(argv):
     utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)
+    if ckpt is not None:  # the saved sizes, all of them (merge_resume made latent_dim agree)
+        model_cfg = utils.model_config_from(ckpt)
     trainer = Trainer(model_cfg, train_cfg, device)
     if ckpt is not None:
-        trainer.load_state_dict(ckpt)
+        try:
+            trainer.load_state_dict(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+            raise utils.CheckpointError(f"{utils.checkpoint_path(source)} holds weights but not a training state "
+                                        f"to resume ({detail}); draw with it, or train afresh elsewhere") from None
+        steps = math.ceil(len(data.train.images) / train_cfg.batch_size)
+        if trainer.partial and trainer.partial["step_in_epoch"] >= steps:  # resumed on other data
+            raise UsageError(f"the checkpoint stopped at step {trainer.partial['step_in_epoch']} of an epoch, but "
+                             f"the data in {args.directory} makes {steps} steps an epoch: it is not the data of the "
+                             f"run; pass the --directory it was trained on")
         print(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
-    if trainer.epoch >= train_cfg.epochs and not trainer.partial:
+    if trainer.epoch >= train_cfg.epochs:  # a partial epoch past --epochs is not wanted either
         print(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
         return 0
 
@@ -235,8 +262,9 @@ def train_command(argv):
               + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
         return 128 + stop.signum
     except NonFiniteLoss as e:
-        print(f"error: {e}; the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one. "
-              "Try lower --gen_lr/--dis_lr.", file=sys.stderr)
+        kept = (f"the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one"
+                if (weights / utils.CHECKPOINT_NAME).exists() else "no checkpoint was saved")
+        print(f"error: {e}; {kept}. Try lower --gen_lr/--dis_lr.", file=sys.stderr)
         return EXIT_DIVERGED
     finally:
         for s, handler in previous.items():

@@ -140,7 +140,36 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(
             f"{path} has checkpoint format {ckpt['format_version']}, this program reads format {FORMAT_VERSION}"
         )
+    check_fits(path, ckpt)
     return ckpt
+
+
+def check_fits(path, ckpt):
+    """CheckpointError unless the networks of ckpt's model_config have exactly its tensors' names and shapes.
+
+    They are built on the meta device, so a garbled size costs no memory (a real build could ask
+    for gigabytes).
+    """
+    for key in ("model_config", "train_config"):
+        if not isinstance(ckpt.get(key, {}), dict):
+            raise CheckpointError(f"{path}: its {key} is not a dict; the file is damaged or not from this program")
+    try:
+        with torch.device("meta"):
+            nets = build_models(model_config_from(ckpt))
+    except Exception as e:  # a size of the wrong type, a negative one...
+        detail = " ".join(f"{ckpt['model_config']} cannot be built ({e})".split())[:200]
+        raise CheckpointError(f"{path}: its model_config {detail}; the file is damaged or not from this program") from None
+    for name, net in zip(("encoder", "decoder", "discriminator"), nets):
+        want = {k: list(v.shape) for k, v in net.state_dict().items()}
+        saved = ckpt[name] if isinstance(ckpt[name], dict) else {}
+        have = {k: list(v.shape) for k, v in saved.items() if isinstance(v, torch.Tensor)}
+        if have != want:
+            wrong = [f"{k} is {have[k]} in the file, {want[k]} for the saved model_config" for k in want
+                     if k in have and have[k] != want[k]]
+            missing = [f"no tensor {k}" for k in want if k not in have]
+            extra = [f"unexpected {k}" for k in have if k not in want]
+            raise CheckpointError(f"{path}: the {name} weights do not fit the saved configuration "
+                                  f"({(wrong + missing + extra)[0][:160]})")
 
 
 def model_config_from(ckpt):
@@ -175,12 +204,7 @@ def load_models(path, device="cpu"):
     cfg = model_config_from(ckpt)
     nets = build_models(cfg)
     for name, net in zip(("encoder", "decoder", "discriminator"), nets):
-        try:
-            net.load_state_dict(ckpt[name])
-        except RuntimeError as e:
-            lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln]
-            detail = lines[0] if lines else "its tensors do not fit the saved configuration"
-            raise CheckpointError(f"{checkpoint_path(path)}: the {name} weights do not fit ({detail[:160]})") from None
+        net.load_state_dict(ckpt[name])  # load_checkpoint has checked that they fit
         net.to(device).eval()
     return TrainedAAE(*nets, cfg, ckpt.get("train_config", {}), ckpt.get("history", []))
 
