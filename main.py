@@ -53,11 +53,48 @@ def positive_float(text):
     return value
 
 
+def at_most(most, why):
+    """positive_int with an upper bound: past it a run would only exhaust memory or threads."""
+
+    def parse(text):
+        value = positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most} ({why}), got {value}")
+        return value
+
+    return parse
+
+
+def class_label(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class, 0 to 9, got {text!r}") from None
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"labels run from 0 to 9, got {value}")
+    return value
+
+
+def seed_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -(2**63) <= value <= 2**63 - 3:  # torch takes 64-bit seeds, and the run also uses seed + 1, seed + 2
+        raise argparse.ArgumentTypeError(f"must be from -2**63 to 2**63 - 3, got {value}")
+    return value
+
+
+def one_line(message):
+    """A message as one line, even when it quotes a value or path that holds a line break."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) and exits with 2."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser():
@@ -84,10 +121,11 @@ def build_parser():
     p.add_argument("--dis_lr", type=positive_float, default=8e-4,
                    help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
                         "as generator (default: 8e-4)")
-    p.add_argument("--latent_dim", type=positive_int, default=8, help="size of the code (default: 8)")
+    p.add_argument("--latent_dim", type=at_most(784, "the pixels of an image"), default=8,
+                   help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,
                    help="standard deviation of the Gaussian prior N(0, std^2 I) (default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and prior draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds weights, shuffling, dropout and prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 autocasts the forward passes; faster on CPUs with AVX-512 BF16/AMX and GPUs")
@@ -95,7 +133,8 @@ def build_parser():
                    help="folder for the checkpoint aae.pt, log.csv and pictures (default: weights)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --weights (or the given checkpoint file)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=at_most(1024, "far past any CPU's cores"), default=None,
+                   help="CPU threads for torch (default: all cores)")
     return p
 
 
@@ -107,11 +146,11 @@ def build_draw_parser():
     p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
-    p.add_argument("--classes", type=int, nargs=2, metavar=("FROM", "TO"), default=None,
+    p.add_argument("--classes", type=class_label, nargs=2, metavar=("FROM", "TO"), default=None,
                    help="interpolate from digits of class FROM to class TO (default: random test pairs)")
     p.add_argument("--pairs", type=positive_int, default=8, help="interpolation rows (default: 8)")
     p.add_argument("--steps", type=positive_int, default=10, help="interpolation steps (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="picks the pairs and the prior draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="picks the pairs and the prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     return p
 
@@ -322,6 +361,7 @@ def draw_command(argv):
         if args.classes and any(c not in data.test.labels for c in args.classes):
             raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
     out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    utils.check_writable(out, "--out")
     for path in draw_all(trained, data, out, args.what, args.classes, args.pairs, args.steps, args.seed):
         print(path)
     return 0
@@ -337,10 +377,13 @@ def main(argv=None):
     try:
         return {"train": train_command, "draw": draw_command}[command](argv)
     except (UsageError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, CheckpointError, SaveError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_FILES
+    except OSError as e:  # any other file the system would not let us write or read (a picture, a full disk)
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FILES
     except KeyboardInterrupt as e:  # Python's own Ctrl-C has no args; StopFlag's carries the signal
         print("interrupted; the last checkpoint saved, if any, is intact (--resume continues it)", file=sys.stderr)

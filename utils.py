@@ -97,7 +97,7 @@ def read_csv(path):
         return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def check_writable(folder):
+def check_writable(folder, flag="--weights"):
     """Create `folder` if needed and prove a file can be written there, before any training."""
     folder = Path(folder)
     try:
@@ -106,7 +106,7 @@ def check_writable(folder):
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise SaveError(f"the weights folder {folder} is not writable ({e.strerror or e}); choose another with --weights")
+        raise SaveError(f"the {flag} folder {folder} is not writable ({e.strerror or e}); choose another with {flag}")
 
 
 # -- reading checkpoints --------------------------------------------------------------------------

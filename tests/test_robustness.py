@@ -8,6 +8,7 @@ existing checkpoint byte for byte as it was. docs/bad_inputs.md lists the messag
 """
 
 import errno
+import math
 import os
 import shutil
 from dataclasses import replace
@@ -266,3 +267,273 @@ def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, capsys):
     code, out, err = run_main(["--directory", idx_dir, "--weights", tmp_path / "w", "--epochs", "1"], capsys)
     one_line_error(code, err, 1)
     assert "is not writable" in err and (tmp_path / "w").read_text() == "not a folder"
+
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "100000000000000000000000"], "--seed: must be from -2**63 to 2**63 - 3"),  # was torch's Overflow
+        (["--latent_dim", "100000000"], "--latent_dim: must be at most 784"),  # was a 400 GB allocation
+        (["--threads", "100000000000000000000000"], "--threads: must be at most 1024"),
+        (["draw", "samples", "--classes", "3", "100000000000000000000000"], "--classes: labels run from 0 to 9"),
+        (["draw", "samples", "--classes", "-1", "3"], "--classes: labels run from 0 to 9"),  # was ignored: exit 0
+    ],
+)
+def test_flag_values_past_what_the_program_can_use_are_refused(tiny_run, argv, message, capsys):
+    code, out, err = run_main(argv + ["--weights", tiny_run], capsys)
+    one_line_error(code, err, 2)
+    assert message in err
+
+
+def test_draw_into_an_unwritable_folder_is_refused(tiny_run, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, out, err = run_main(["draw", "samples", "--weights", tiny_run, "--out", tmp_path / "file" / "pics"], capsys)
+    one_line_error(code, err, 1)
+    assert "--out folder" in err and "not writable" in err
+
+
+def test_an_idx_file_of_no_images_is_refused(tmp_path):
+    folder = data.write_synthetic_idx(tmp_path, n_train=20, n_test=10, gz=False)
+    data.write_idx(folder / "train-images-idx3-ubyte", torch.zeros(0, 28, 28, dtype=torch.uint8))
+    data.write_idx(folder / "train-labels-idx1-ubyte", torch.zeros(0, dtype=torch.uint8))
+    with pytest.raises(data.DataError, match="holds no images"):
+        data.load_dataset("mnist", folder)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1.5 MB tmpfs: room for one tiny checkpoint and a little, not for its temp copy beside it."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN); the monkeypatched test still runs")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_exits_1_and_keeps_the_previous_checkpoint(tiny_run, tiny_disk, capsys):
+    weights = tiny_disk / "w"
+    shutil.copytree(tiny_run, weights)
+    before = (weights / "aae.pt").read_bytes()
+    assert 2 * len(before) > 1536 * 1024 > len(before)
+    code, out, err = run_main(["--weights", weights, "--resume", "--epochs", "2"], capsys)
+    one_line_error(code, err, 1)
+    assert f"could not write {weights / 'aae.pt'}: no space left on the device" in err
+    assert (weights / "aae.pt").read_bytes() == before
+    assert sorted(p.name for p in weights.iterdir()) == ["aae.pt"]  # no temp file, no half-written log
+
+
+# -- property-based: random flags, garbled IDX files, garbled checkpoints --------------------------
+
+from contextlib import redirect_stderr, redirect_stdout  # noqa: E402
+import io  # noqa: E402
+import tempfile  # noqa: E402
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+TRAIN_FLAGS = {a.dest: a for a in main.build_parser()._actions}
+DRAW_FLAGS = {a.dest: a for a in main.build_draw_parser()._actions}
+OPTION_STRINGS = {s for p in (main.build_parser(), main.build_draw_parser()) for s in p._option_string_actions}
+
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+numbers = st.one_of(
+    st.integers(-10**30, 10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["nan", "-nan", "inf", "-inf", "Infinity", "1e400", "-0", "0.0", "0x10", "1_0", "", " ", "1e-400"]),
+)
+values = st.one_of(numbers, text)
+
+
+def whole(low, high=float("inf")):
+    def ok(value):
+        try:
+            return low <= int(value) <= high
+        except ValueError:
+            return False
+
+    return ok
+
+
+def positive_number(value):
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except ValueError:
+        return False
+
+
+# What each flag should take, written from its help text rather than from its code: a value
+# outside this is a bad input, whether or not the parser's own check knows it.
+SPEC = {
+    "epochs": whole(1), "batch_size": whole(1), "pairs": whole(1), "steps": whole(1),
+    "latent_dim": whole(1, 784), "threads": whole(1, 1024), "seed": whole(-(2**63), 2**63 - 3),
+    "classes": whole(0, 9), "gen_lr": positive_number, "dis_lr": positive_number, "prior_std": positive_number,
+    "download": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
+}
+
+
+def accepted(action, value):
+    if action.dest in SPEC:
+        return SPEC[action.dest](value)
+    return value in action.choices
+
+
+@st.composite
+def bad_flag(draw, flags):
+    """One flag given a value it refuses, an unknown flag, a flag without its value, or a stray word."""
+    kind = draw(st.sampled_from(["value", "value", "value", "unknown", "missing value", "stray word"]))
+    typed = sorted(d for d, a in flags.items() if a.option_strings and (a.type or a.choices) and a.nargs in (None, 2))
+    if kind == "value":
+        action = flags[draw(st.sampled_from(typed))]
+        value = draw(values)
+        assume(not accepted(action, value))
+        more = [draw(st.sampled_from(["3", "0", "-1", value]))] if action.nargs == 2 else []  # --classes FROM TO
+        return [action.option_strings[0], *draw(st.permutations([value, *more]))]
+    if kind == "unknown":
+        name = "--" + draw(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=10))
+        # argparse takes unambiguous prefixes (--epo is --epochs), and --help is not a bad input
+        assume(not any(option.startswith(name.split("=")[0]) for option in OPTION_STRINGS))
+        return [name]
+    if kind == "missing value":
+        return [flags[draw(st.sampled_from(typed))].option_strings[0]]
+    word = draw(text.filter(lambda w: not w.startswith("-")))
+    assume(word.strip() not in ("", "draw", "train") and word not in main.COMMANDS)
+    return [word]
+
+
+# Flags that are fine, to mix in around the bad ones (the run must still be refused).
+GOOD_TRAIN = [["--epochs", "3"], ["--batch_size", "20"], ["--latent_dim", "2"], ["--seed", "5"], ["--download", "no"],
+              ["--precision", "bf16"], ["--device", "cpu"], ["--prior_std", "2.5"], ["--gen_lr", "1e-3"]]
+GOOD_DRAW = [["samples"], ["--pairs", "2"], ["--steps", "3"], ["--seed", "1"], ["--device", "cpu"]]
+
+
+def never_trains(*args, **kwargs):
+    raise AssertionError("a bad input got as far as building the models")
+
+
+@st.composite
+def bad_argv(draw):
+    """A train or draw command line with at least one bad flag among good ones."""
+    draw_command = draw(st.booleans())
+    flags, good = (DRAW_FLAGS, GOOD_DRAW) if draw_command else (TRAIN_FLAGS, GOOD_TRAIN)
+    parts = draw(st.lists(st.sampled_from(good), max_size=3)) + draw(st.lists(bad_flag(flags), min_size=1, max_size=3))
+    parts = draw(st.permutations(parts))
+    return (["draw"] if draw_command else []) + [item for part in parts for item in part]
+
+
+def refused_by_main(argv, weights):
+    """Run main.main on a bad command line: a non-zero exit, one line on stderr, the checkpoint untouched."""
+    argv = [str(a) for a in argv]
+    before = (weights / "aae.pt").read_bytes()
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, redirect_stdout(out), redirect_stderr(err):
+        mp.setattr(train.Trainer, "__init__", never_trains)
+        try:
+            code = main.main(argv)
+        except SystemExit as e:
+            code = e.code
+    err = err.getvalue()
+    assert code not in (0, None), (argv, err)
+    assert "Traceback" not in err and err.count("\n") == 1, (argv, err)
+    assert (weights / "aae.pt").read_bytes() == before
+    return code, err
+
+
+@PROPERTY
+@given(argv=bad_argv(), resume=st.booleans())
+def test_random_bad_flags_exit_non_zero_in_one_line_and_never_touch_the_checkpoint(tiny_run, argv, resume):
+    if argv[:1] == ["draw"]:
+        argv = argv + ["--weights", tiny_run, "--out", tiny_run / "pictures"]
+    else:
+        argv = ["--weights", tiny_run] + (["--resume"] if resume else []) + argv
+    refused_by_main(argv, tiny_run)
+    assert not (tiny_run / "pictures").exists()
+
+
+@st.composite
+def garbling(draw, size):
+    """A list of edits to a file of `size` bytes: truncate, overwrite, insert or delete bytes."""
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["truncate", "overwrite", "overwrite", "insert", "delete"]))
+        at = draw(st.one_of(st.integers(0, 40), st.integers(0, size)))  # the header is where parsers trip
+        edits.append((kind, at, draw(st.binary(min_size=1, max_size=8))))
+    return edits
+
+
+def apply(raw, edits):
+    raw = bytearray(raw)
+    for kind, at, blob in edits:
+        at = min(at, len(raw))
+        if kind == "truncate":
+            del raw[at:]
+        elif kind == "overwrite":
+            raw[at : at + len(blob)] = blob
+        elif kind == "insert":
+            raw[at:at] = blob
+        else:
+            del raw[at : at + len(blob)]
+    return bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def pristine_idx(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pristine")
+    data.write_synthetic_idx(folder / "plain", n_train=30, n_test=20, gz=False)
+    data.write_synthetic_idx(folder / "gz", n_train=30, n_test=20, gz=True)
+    return folder
+
+
+FILES = [f for pair in data.SPLIT_FILES.values() for f in pair]
+
+
+@PROPERTY
+@given(name=st.sampled_from(FILES), gz=st.sampled_from(["no", "compressed bytes", "content"]), data_=st.data())
+def test_garbled_idx_files_load_correctly_or_raise_data_error(pristine_idx, tiny_run, name, gz, data_):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source = pristine_idx / ("plain" if gz == "no" else "gz")
+        for f in source.iterdir():
+            shutil.copy(f, folder / f.name)
+        path = folder / (name + ("" if gz == "no" else ".gz"))
+        raw = path.read_bytes()
+        if gz == "content":  # garble the IDX inside a valid gzip stream
+            import gzip
+
+            inner = gzip.decompress(raw)
+            path.write_bytes(gzip.compress(apply(inner, data_.draw(garbling(len(inner))))))
+        else:
+            path.write_bytes(apply(raw, data_.draw(garbling(len(raw)))))
+        try:
+            ds = data.load_dataset("mnist", folder)
+        except data.DataError as e:
+            assert "\n" not in str(e) and str(folder) in str(e)
+            refused_by_main(["--weights", tiny_run, "--resume", "--directory", folder, "--epochs", "2"], tiny_run)
+            return
+    for split in (ds.train, ds.test):  # a garbling can leave a valid file: then it must be a usable one
+        assert split.images.dtype == torch.uint8 and split.images.dim() == 3 and split.images.shape[1:] == (28, 28)
+        assert split.labels.dtype == torch.int64 and split.labels.shape == (len(split.images),)
+        assert len(split.images) > 0 and 0 <= int(split.labels.min()) and int(split.labels.max()) <= 9
+
+
+@PROPERTY
+@given(data_=st.data())
+def test_garbled_checkpoints_load_correctly_or_raise_checkpoint_error(tiny_run, data_):
+    raw = (tiny_run / "aae.pt").read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "aae.pt"
+        path.write_bytes(apply(raw, data_.draw(garbling(len(raw)))))
+        try:
+            trained = utils.load_models(path)
+        except utils.CheckpointError as e:
+            assert "\n" not in str(e)
+            return
+    with torch.no_grad():  # it loaded: then the networks must work at the saved sizes
+        z = trained.encoder(torch.rand(2, 1, 28, 28))
+        assert z.shape == (2, trained.config.latent_dim)
+        assert trained.decoder(z).shape == (2, 1, 28, 28)
