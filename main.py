@@ -251,6 +251,9 @@ def train_command(argv):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = utils.choose_device(args.device)
+    if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run; continue it with --resume, "
+                         "or train into another --weights folder (or delete it)")
     utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)

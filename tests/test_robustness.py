@@ -262,6 +262,14 @@ def test_a_full_disk_while_training_exits_1_and_keeps_the_previous_checkpoint(we
     assert not [p.name for p in weights.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+def test_a_fresh_run_never_overwrites_an_earlier_one(weights, idx_dir, capsys):
+    before = (weights / "aae.pt").read_bytes()
+    code, out, err = run_main(["--directory", idx_dir, "--weights", weights, "--epochs", "1"], capsys)
+    one_line_error(code, err, 2)
+    assert "holds an earlier run; continue it with --resume" in err
+    assert (weights / "aae.pt").read_bytes() == before
+
+
 def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, capsys):
     (tmp_path / "w").write_text("not a folder")
     code, out, err = run_main(["--directory", idx_dir, "--weights", tmp_path / "w", "--epochs", "1"], capsys)
