@@ -133,6 +133,8 @@ def load_checkpoint(path, map_location="cpu"):
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, unsafe types: all mean "not ours"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in first:  # torch's long advice, with terminal escapes, is not for this file
+            first = "it holds something other than tensors and plain values, which weights_only loading refuses"
         raise CheckpointError(f"{path} is not a readable checkpoint ({first[:120]}); it may be truncated or another kind of file") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is a torch file but not an AAE checkpoint written by this program")
@@ -157,8 +159,9 @@ def check_fits(path, ckpt):
         with torch.device("meta"):
             nets = build_models(model_config_from(ckpt))
     except Exception as e:  # a size of the wrong type, a negative one...
-        detail = " ".join(f"{ckpt['model_config']} cannot be built ({e})".split())[:200]
-        raise CheckpointError(f"{path}: its model_config {detail}; the file is damaged or not from this program") from None
+        detail = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{path}: its model_config cannot be built ({detail}); the file is damaged or not from "
+                              "this program") from None
     for name, net in zip(("encoder", "decoder", "discriminator"), nets):
         want = {k: list(v.shape) for k, v in net.state_dict().items()}
         saved = ckpt[name] if isinstance(ckpt[name], dict) else {}

@@ -334,6 +334,16 @@ def test_a_really_full_disk_exits_1_and_keeps_the_previous_checkpoint(tiny_run, 
     assert sorted(p.name for p in weights.iterdir()) == ["aae.pt"]  # no temp file, no half-written log
 
 
+
+def test_the_bad_inputs_doc_has_a_row_for_every_case_tried():
+    import bad_inputs  # tests/bad_inputs.py, which writes the doc by running each case
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "bad_inputs.md").read_text()
+    rows = [line.split(" | ") for line in doc.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    described = [what for _, what, _, _ in bad_inputs.CASES] + [what for what, _, _ in bad_inputs.SIGNALS]
+    assert [row[2] for row in rows] == described, "rerun: python tests/bad_inputs.py"
+
+
 # -- property-based: random flags, garbled IDX files, garbled checkpoints --------------------------
 
 from contextlib import redirect_stderr, redirect_stdout  # noqa: E402
