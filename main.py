@@ -4,10 +4,12 @@
     python main.py --dataset mnist-sample --epochs 20           # 5,000 real digits shipped here, offline
     python main.py --resume                                     # continue weights/aae.pt
     python main.py draw --weights weights                       # pictures of what the model learned
+    python main.py evaluate --weights weights                   # metrics.json + report.md (docs/metrics.md)
 
-`python main.py --help` and `python main.py draw --help` list every flag. Errors a user can
-cause print one line and exit with a non-zero code: 2 for bad flags, 1 for data or weights
-files that cannot be used, 3 for a diverged run, 130/143 after Ctrl-C/SIGTERM (resumable).
+`python main.py --help`, `python main.py draw --help` and `python main.py evaluate --help` list
+every flag. Errors a user can cause print one line and exit with a non-zero code: 2 for bad flags,
+1 for data or weights files that cannot be used, 3 for a diverged run, 130/143 after
+Ctrl-C/SIGTERM (resumable).
 """
 
 import argparse
@@ -18,7 +20,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
-COMMANDS = ("train", "draw")
+COMMANDS = ("train", "draw", "evaluate")
+PICTURES = ("all", "interpolation", "samples", "reconstructions", "losses")
 
 
 # -- flag types: each refuses a bad value with a one-line message --------------------------------
@@ -40,6 +43,16 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -104,7 +117,7 @@ def build_parser():
     p = Parser(
         prog="main.py",
         description="Train an Adversarial Autoencoder (Makhzani et al. 2016) on MNIST-format data.",
-        epilog="Other commands: `main.py draw --help`.",
+        epilog="Other commands: `main.py draw --help`, `main.py evaluate --help`.",
     )
     p.add_argument("--directory", default="data", help="where the data lives, or is downloaded to (default: data)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist",
@@ -135,14 +148,16 @@ def build_parser():
                    help="continue the run in --weights (or the given checkpoint file)")
     p.add_argument("--threads", type=at_most(1024, "far past any CPU's cores"), default=None,
                    help="CPU threads for torch (default: all cores)")
+    p.add_argument("--eval_every", type=non_negative_int, default=0, metavar="N",
+                   help="every N epochs (and after the last) add the test metrics of docs/metrics.md to the log, "
+                        "with a cheaper 1,000-sample Parzen window; 0 = off (default: 0)")
     return p
 
 
 def build_draw_parser():
     p = Parser(prog="main.py draw", description="Draw pictures from a trained checkpoint.")
-    p.add_argument("what", nargs="*", default=["all"],
-                   choices=("all", "interpolation", "samples", "reconstructions", "losses"),
-                   help="which pictures (default: all)")
+    p.add_argument("what", nargs="*", metavar="PICTURE",
+                   help=f"which pictures: {', '.join(PICTURES)} (default: all)")
     p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
@@ -151,6 +166,23 @@ def build_draw_parser():
     p.add_argument("--pairs", type=positive_int, default=8, help="interpolation rows (default: 8)")
     p.add_argument("--steps", type=positive_int, default=10, help="interpolation steps (default: 10)")
     p.add_argument("--seed", type=seed_int, default=0, help="picks the pairs and the prior draws")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    return p
+
+
+def build_evaluate_parser():
+    from data import DATASETS
+
+    p = Parser(prog="main.py evaluate",
+               description="Measure a trained checkpoint on the test split (protocols in docs/metrics.md) and write "
+                           "metrics.json, report.md and its pictures.")
+    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    p.add_argument("--out", default=None, help="folder for the report (default: beside the checkpoint)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one used in training")
+    p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
+    p.add_argument("--samples", type=positive_int, default=10000,
+                   help="prior draws decoded for the Parzen window (default: 10000, the paper's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     return p
 
@@ -292,12 +324,20 @@ def train_command(argv):
                 utils.save_grid(t.decoder(fixed_noise), progress_dir / f"epoch_{t.epoch:03d}.png")
             t.decoder.train()
 
+    evaluate_epoch = None
+    if args.eval_every:
+        import evaluate
+
+        def evaluate_epoch(t):
+            if t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs:
+                return evaluate.evaluate_trainer(t, data)
+
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     print(f"training on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test images), "
           f"{device}, {train_cfg.precision}; weights in {weights}/")
     try:
-        trainer.fit(data, save=save, should_stop=lambda: bool(stop), progress=tqdm_progress())
+        trainer.fit(data, save=save, should_stop=lambda: bool(stop), progress=tqdm_progress(), evaluate=evaluate_epoch)
     except Interrupted:
         print(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
               + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
@@ -350,7 +390,12 @@ def draw_all(trained, data, out, what=("all",), classes=None, pairs=8, steps=10,
 
 
 def draw_command(argv):
-    args = build_draw_parser().parse_args(argv)
+    parser = build_draw_parser()
+    args = parser.parse_args(argv)
+    args.what = args.what or ["all"]
+    unknown = [w for w in args.what if w not in PICTURES]
+    if unknown:
+        parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(PICTURES)}")
     import utils
     from data import load_dataset
 
@@ -370,6 +415,30 @@ def draw_command(argv):
     return 0
 
 
+def evaluate_command(argv):
+    args = build_evaluate_parser().parse_args(argv)
+    import time
+
+    import evaluate
+    import utils
+    from data import load_dataset
+
+    started = time.perf_counter()
+    device = utils.choose_device(args.device)
+    trained = utils.load_models(args.weights, device=device)
+    tc = trained.train_config
+    data = load_dataset(args.dataset or tc.get("dataset", "mnist"), args.directory or tc.get("directory", "data"))
+    out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    utils.check_writable(out)
+    results = evaluate.evaluate_checkpoint(trained, data, evaluate.EvalConfig(parzen_samples=args.samples,
+                                                                               seed=args.seed))
+    print(evaluate.summary(results))
+    for path in evaluate.write_report(trained, data, results, out, args.seed, utils.checkpoint_path(args.weights)):
+        print(path)
+    print(f"evaluated in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def main(argv=None):
     """Run a command; returns the exit code. Errors a user can cause become one line on stderr."""
     from data import DataError
@@ -378,7 +447,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     try:
-        return {"train": train_command, "draw": draw_command}[command](argv)
+        return {"train": train_command, "draw": draw_command, "evaluate": evaluate_command}[command](argv)
     except (UsageError, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE

@@ -390,7 +390,7 @@ def positive_number(value):
 SPEC = {
     "epochs": whole(1), "batch_size": whole(1), "pairs": whole(1), "steps": whole(1),
     "latent_dim": whole(1, 784), "threads": whole(1, 1024), "seed": whole(-(2**63), 2**63 - 3),
-    "classes": whole(0, 9), "gen_lr": positive_number, "dis_lr": positive_number, "prior_std": positive_number,
+    "classes": whole(0, 9), "eval_every": whole(0), "gen_lr": positive_number, "dis_lr": positive_number, "prior_std": positive_number,
     "download": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
 }
 
