@@ -182,7 +182,7 @@ def build_evaluate_parser():
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
     p.add_argument("--samples", type=positive_int, default=10000,
                    help="prior draws decoded for the Parzen window (default: 10000, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the prior draws and the pictures")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     return p
 
@@ -429,7 +429,7 @@ def evaluate_command(argv):
     tc = trained.train_config
     data = load_dataset(args.dataset or tc.get("dataset", "mnist"), args.directory or tc.get("directory", "data"))
     out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
-    utils.check_writable(out)
+    utils.check_writable(out, "--out")
     results = evaluate.evaluate_checkpoint(trained, data, evaluate.EvalConfig(parzen_samples=args.samples,
                                                                                seed=args.seed))
     print(evaluate.summary(results))

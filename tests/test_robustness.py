@@ -286,6 +286,7 @@ def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, capsys):
         (["--threads", "100000000000000000000000"], "--threads: must be at most 1024"),
         (["draw", "samples", "--classes", "3", "100000000000000000000000"], "--classes: labels run from 0 to 9"),
         (["draw", "samples", "--classes", "-1", "3"], "--classes: labels run from 0 to 9"),  # was ignored: exit 0
+        (["evaluate", "--seed", "100000000000000000000000"], "--seed: must be from -2**63 to 2**63 - 3"),
     ],
 )
 def test_flag_values_past_what_the_program_can_use_are_refused(tiny_run, argv, message, capsys):
