@@ -67,11 +67,48 @@ def positive_float(text):
     return value
 
 
+def at_most(most, why):
+    """positive_int with an upper bound: past it a run would only exhaust memory or threads."""
+
+    def parse(text):
+        value = positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most} ({why}), got {value}")
+        return value
+
+    return parse
+
+
+def class_label(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class, 0 to 9, got {text!r}") from None
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"labels run from 0 to 9, got {value}")
+    return value
+
+
+def seed_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -(2**63) <= value <= 2**63 - 3:  # torch takes 64-bit seeds, and the run also uses seed + 1, seed + 2
+        raise argparse.ArgumentTypeError(f"must be from -2**63 to 2**63 - 3, got {value}")
+    return value
+
+
+def one_line(message):
+    """A message as one line, even when it quotes a value or path that holds a line break."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) and exits with 2."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser():
@@ -98,10 +135,11 @@ def build_parser():
     p.add_argument("--dis_lr", type=positive_float, default=8e-4,
                    help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
                         "as generator (default: 8e-4)")
-    p.add_argument("--latent_dim", type=positive_int, default=8, help="size of the code (default: 8)")
+    p.add_argument("--latent_dim", type=at_most(784, "the pixels of an image"), default=8,
+                   help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,
                    help="standard deviation of the Gaussian prior N(0, std^2 I) (default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and prior draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds weights, shuffling, dropout and prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 autocasts the forward passes; faster on CPUs with AVX-512 BF16/AMX and GPUs")
@@ -109,7 +147,8 @@ def build_parser():
                    help="folder for the checkpoint aae.pt, log.csv and pictures (default: weights)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --weights (or the given checkpoint file)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=at_most(1024, "far past any CPU's cores"), default=None,
+                   help="CPU threads for torch (default: all cores)")
     p.add_argument("--eval_every", type=non_negative_int, default=0, metavar="N",
                    help="every N epochs (and after the last) add the test metrics of docs/metrics.md to the log, "
                         "with a cheaper 1,000-sample Parzen window; 0 = off (default: 0)")
@@ -126,11 +165,11 @@ def build_draw_parser():
     p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
-    p.add_argument("--classes", type=int, nargs=2, metavar=("FROM", "TO"), default=None,
+    p.add_argument("--classes", type=class_label, nargs=2, metavar=("FROM", "TO"), default=None,
                    help="interpolate from digits of class FROM to class TO (default: random test pairs)")
     p.add_argument("--pairs", type=positive_int, default=8, help="interpolation rows (default: 8)")
     p.add_argument("--steps", type=positive_int, default=10, help="interpolation steps (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="picks the pairs and the prior draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="picks the pairs and the prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     return p
 
@@ -147,7 +186,7 @@ def build_evaluate_parser():
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
     p.add_argument("--samples", type=positive_int, default=10000,
                    help="prior draws decoded for the Parzen window (default: 10000, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the prior draws and the pictures")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     return p
 
@@ -171,7 +210,7 @@ class StopFlag:
 
     def __call__(self, signum, frame):
         if self.signum is not None:  # a second request: leave now; saves are atomic
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(signum)  # main() exits with 128 + signum, as the shell would
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: stopping at the next safe point (again to quit at once)",
               file=sys.stderr, flush=True)
@@ -196,7 +235,10 @@ MAY_CHANGE_ON_RESUME = {"epochs", "precision", "directory"}
 
 def merge_resume(args, explicit, ckpt):
     """Flags not typed take the checkpoint's values; typed ones that contradict it are refused."""
+    from utils import CheckpointError
+
     saved = {**ckpt["model_config"], **ckpt.get("train_config", {})}
+    flags = {a.dest: a for a in build_parser()._actions}
     clashes = []
     for key, value in saved.items():
         if not hasattr(args, key):
@@ -204,11 +246,23 @@ def merge_resume(args, explicit, ckpt):
         if key in explicit and explicit[key] != value and key not in MAY_CHANGE_ON_RESUME:
             clashes.append(f"--{key} {explicit[key]} (checkpoint: {value})")
         elif key not in explicit:
+            if not passes(flags[key], value):  # what the flag itself would refuse, the file must not bring in
+                raise CheckpointError(f"the checkpoint holds {key} = {value!r}, which --{key} refuses; "
+                                      "the file is damaged or not from this program")
             setattr(args, key, value)
     if clashes:
         raise UsageError("--resume: these flags contradict the checkpoint: " + ", ".join(clashes)
                          + "; drop them, or train into another --weights folder")
     return args
+
+
+def passes(action, value):
+    """Whether `value`, read from a checkpoint, is one that `action`'s flag accepts."""
+    try:
+        ok = isinstance(value, str) if action.type is None else action.type(str(value)) == value
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return False
+    return ok and (not action.choices or value in action.choices)
 
 
 class UsageError(Exception):
@@ -233,17 +287,32 @@ def train_command(argv):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = utils.choose_device(args.device)
+    if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run; continue it with --resume, "
+                         "or train into another --weights folder (or delete it)")
     rank, world_size, device = join_torchrun(device)
     say = print if rank == 0 else lambda *a, **k: None  # one process speaks, saves and draws
     if rank == 0:
         utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)
+    if ckpt is not None:  # the saved sizes, all of them (merge_resume made latent_dim agree)
+        model_cfg = utils.model_config_from(ckpt)
     trainer = Trainer(model_cfg, train_cfg, device, rank, world_size, cuda_graphs=args.cuda_graphs)
     if ckpt is not None:
-        trainer.load_state_dict(ckpt)
+        try:
+            trainer.load_state_dict(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+            raise utils.CheckpointError(f"{utils.checkpoint_path(source)} holds weights but not a training state "
+                                        f"to resume ({detail}); draw with it, or train afresh elsewhere") from None
+        steps = math.ceil(len(data.train.images) / (train_cfg.batch_size * world_size))
+        if trainer.partial and trainer.partial["step_in_epoch"] >= steps:  # resumed on other data
+            raise UsageError(f"the checkpoint stopped at step {trainer.partial['step_in_epoch']} of an epoch, but "
+                             f"the data in {args.directory} makes {steps} steps an epoch: it is not the data of the "
+                             f"run; pass the --directory it was trained on")
         say(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
-    if trainer.epoch >= train_cfg.epochs and not trainer.partial:
+    if trainer.epoch >= train_cfg.epochs:  # a partial epoch past --epochs is not wanted either
         say(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
         return 0
 
@@ -287,8 +356,9 @@ def train_command(argv):
             + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
         return 128 + (stop.signum or signal.SIGTERM)  # a rank that was not signalled stops with the others
     except NonFiniteLoss as e:
-        say(f"error: {e}; the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one. "
-            "Try lower --gen_lr/--dis_lr.", file=sys.stderr)
+        kept = (f"the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one"
+                if (weights / utils.CHECKPOINT_NAME).exists() else "no checkpoint was saved")
+        say(f"error: {e}; {kept}. Try lower --gen_lr/--dis_lr.", file=sys.stderr)
         return EXIT_DIVERGED
     finally:
         for s, handler in previous.items():
@@ -387,6 +457,7 @@ def draw_command(argv):
         if args.classes and any(c not in data.test.labels for c in args.classes):
             raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
     out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    utils.check_writable(out, "--out")
     for path in draw_all(trained, data, out, args.what, args.classes, args.pairs, args.steps, args.seed):
         print(path)
     return 0
@@ -406,7 +477,7 @@ def evaluate_command(argv):
     tc = trained.train_config
     data = load_dataset(args.dataset or tc.get("dataset", "mnist"), args.directory or tc.get("directory", "data"))
     out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
-    utils.check_writable(out)
+    utils.check_writable(out, "--out")
     results = evaluate.evaluate_checkpoint(trained, data, evaluate.EvalConfig(parzen_samples=args.samples,
                                                                                seed=args.seed))
     print(evaluate.summary(results))
@@ -426,14 +497,17 @@ def main(argv=None):
     try:
         return {"train": train_command, "draw": draw_command, "evaluate": evaluate_command}[command](argv)
     except (UsageError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, CheckpointError, SaveError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_FILES
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # any other file the system would not let us write or read (a picture, a full disk)
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FILES
+    except KeyboardInterrupt as e:  # Python's own Ctrl-C has no args; StopFlag's carries the signal
+        print("interrupted; the last checkpoint saved, if any, is intact (--resume continues it)", file=sys.stderr)
+        return 128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT)
     finally:
         distributed = sys.modules.get("torch.distributed")  # imported only if torch was
         if distributed is not None and distributed.is_available() and distributed.is_initialized():

@@ -97,7 +97,7 @@ def read_csv(path):
         return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def check_writable(folder):
+def check_writable(folder, flag="--weights"):
     """Create `folder` if needed and prove a file can be written there, before any training."""
     folder = Path(folder)
     try:
@@ -106,7 +106,7 @@ def check_writable(folder):
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise SaveError(f"the weights folder {folder} is not writable ({e.strerror or e}); choose another with --weights")
+        raise SaveError(f"the {flag} folder {folder} is not writable ({e.strerror or e}); choose another with {flag}")
 
 
 # -- reading checkpoints --------------------------------------------------------------------------
@@ -133,6 +133,8 @@ def load_checkpoint(path, map_location="cpu"):
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, unsafe types: all mean "not ours"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in first:  # torch's long advice, with terminal escapes, is not for this file
+            first = "it holds something other than tensors and plain values, which weights_only loading refuses"
         raise CheckpointError(f"{path} is not a readable checkpoint ({first[:120]}); it may be truncated or another kind of file") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is a torch file but not an AAE checkpoint written by this program")
@@ -140,7 +142,37 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(
             f"{path} has checkpoint format {ckpt['format_version']}, this program reads format {FORMAT_VERSION}"
         )
+    check_fits(path, ckpt)
     return ckpt
+
+
+def check_fits(path, ckpt):
+    """CheckpointError unless the networks of ckpt's model_config have exactly its tensors' names and shapes.
+
+    They are built on the meta device, so a garbled size costs no memory (a real build could ask
+    for gigabytes).
+    """
+    for key in ("model_config", "train_config"):
+        if not isinstance(ckpt.get(key, {}), dict):
+            raise CheckpointError(f"{path}: its {key} is not a dict; the file is damaged or not from this program")
+    try:
+        with torch.device("meta"):
+            nets = build_models(model_config_from(ckpt))
+    except Exception as e:  # a size of the wrong type, a negative one...
+        detail = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{path}: its model_config cannot be built ({detail}); the file is damaged or not from "
+                              "this program") from None
+    for name, net in zip(("encoder", "decoder", "discriminator"), nets):
+        want = {k: list(v.shape) for k, v in net.state_dict().items()}
+        saved = ckpt[name] if isinstance(ckpt[name], dict) else {}
+        have = {k: list(v.shape) for k, v in saved.items() if isinstance(v, torch.Tensor)}
+        if have != want:
+            wrong = [f"{k} is {have[k]} in the file, {want[k]} for the saved model_config" for k in want
+                     if k in have and have[k] != want[k]]
+            missing = [f"no tensor {k}" for k in want if k not in have]
+            extra = [f"unexpected {k}" for k in have if k not in want]
+            raise CheckpointError(f"{path}: the {name} weights do not fit the saved configuration "
+                                  f"({(wrong + missing + extra)[0][:160]})")
 
 
 def model_config_from(ckpt):
@@ -175,12 +207,7 @@ def load_models(path, device="cpu"):
     cfg = model_config_from(ckpt)
     nets = build_models(cfg)
     for name, net in zip(("encoder", "decoder", "discriminator"), nets):
-        try:
-            net.load_state_dict(ckpt[name])
-        except RuntimeError as e:
-            lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln]
-            detail = lines[0] if lines else "its tensors do not fit the saved configuration"
-            raise CheckpointError(f"{checkpoint_path(path)}: the {name} weights do not fit ({detail[:160]})") from None
+        net.load_state_dict(ckpt[name])  # load_checkpoint has checked that they fit
         net.to(device).eval()
     return TrainedAAE(*nets, cfg, ckpt.get("train_config", {}), ckpt.get("history", []))
 
