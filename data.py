@@ -215,6 +215,8 @@ def _read_dataset(name: str, files) -> Dataset:
         if len(images) != len(labels):
             raise DataError(f"{files[image_file]} holds {len(images)} images but {files[label_file]} holds "
                             f"{len(labels)} labels; the two files must come from the same download")
+        if len(images) == 0:  # a header saying 0 images is valid IDX, but there is nothing to train or test on
+            raise DataError(f"{files[image_file]} holds no images; delete it and download it again")
         if len(labels) and int(labels.max()) > 9:
             raise DataError(f"{files[label_file]} holds label {int(labels.max())}, expected classes 0..9")
         splits[split] = Split(images, labels.to(torch.int64))

@@ -4,10 +4,13 @@
     python main.py --dataset mnist-sample --epochs 20           # 5,000 real digits shipped here, offline
     python main.py --resume                                     # continue weights/aae.pt
     python main.py draw --weights weights                       # pictures of what the model learned
+    python main.py evaluate --weights weights                   # metrics.json + report.md (docs/metrics.md)
+    torchrun --nproc_per_node 4 main.py --epochs 100            # 4 GPUs (or CPU processes), one process each
 
-`python main.py --help` and `python main.py draw --help` list every flag. Errors a user can
-cause print one line and exit with a non-zero code: 2 for bad flags, 1 for data or weights
-files that cannot be used, 3 for a diverged run, 130/143 after Ctrl-C/SIGTERM (resumable).
+`python main.py --help`, `python main.py draw --help` and `python main.py evaluate --help` list
+every flag. Errors a user can cause print one line and exit with a non-zero code: 2 for bad flags,
+1 for data or weights files that cannot be used, 3 for a diverged run, 130/143 after
+Ctrl-C/SIGTERM (resumable).
 """
 
 import argparse
@@ -18,7 +21,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
-COMMANDS = ("train", "draw")
+COMMANDS = ("train", "draw", "evaluate")
 PICTURES = ("all", "interpolation", "samples", "reconstructions", "losses")
 
 
@@ -44,6 +47,16 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def positive_float(text):
     try:
         value = float(text)
@@ -51,6 +64,38 @@ def positive_float(text):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def at_most(most, why):
+    """positive_int with an upper bound: past it a run would only exhaust memory or threads."""
+
+    def parse(text):
+        value = positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most} ({why}), got {value}")
+        return value
+
+    return parse
+
+
+def class_label(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class, 0 to 9, got {text!r}") from None
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"labels run from 0 to 9, got {value}")
+    return value
+
+
+def seed_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -(2**63) <= value <= 2**63 - 3:  # torch takes 64-bit seeds, and the run also uses seed + 1, seed + 2
+        raise argparse.ArgumentTypeError(f"must be from -2**63 to 2**63 - 3, got {value}")
     return value
 
 
@@ -64,11 +109,16 @@ def label_count(text):
     return value
 
 
+def one_line(message):
+    """A message as one line, even when it quotes a value or path that holds a line break."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage block) and exits with 2."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser():
@@ -80,7 +130,7 @@ def build_parser():
     p = Parser(
         prog="main.py",
         description="Train an Adversarial Autoencoder (Makhzani et al. 2016) on MNIST-format data.",
-        epilog="Other commands: `main.py draw --help`.",
+        epilog="Other commands: `main.py draw --help`, `main.py evaluate --help`.",
     )
     p.add_argument("--directory", default="data", help="where the data lives, or is downloaded to (default: data)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist",
@@ -97,7 +147,8 @@ def build_parser():
     p.add_argument("--dis_lr", type=positive_float, default=8e-4,
                    help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
                         "as generator (default: 8e-4)")
-    p.add_argument("--latent_dim", type=positive_int, default=8, help="size of the code (default: 8)")
+    p.add_argument("--latent_dim", type=at_most(784, "the pixels of an image"), default=8,
+                   help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,
                    help="standard deviation of the Gaussian prior N(0, std^2 I) (default: 5)")
     p.add_argument("--prior", choices=PRIORS, default="gaussian",
@@ -120,7 +171,7 @@ def build_parser():
                    help="Adam learning rate of the cross-entropy phase on labelled batches (default: 3e-3)")
     p.add_argument("--clusters", type=positive_int, default=16,
                    help="clustering (and dim_reduction with --labels 0): categories of y (default: 16, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and prior draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds weights, shuffling, dropout and prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if present")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 autocasts the forward passes; faster on CPUs with AVX-512 BF16/AMX and GPUs")
@@ -128,7 +179,14 @@ def build_parser():
                    help="folder for the checkpoint aae.pt, log.csv and pictures (default: weights)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --weights (or the given checkpoint file)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=at_most(1024, "far past any CPU's cores"), default=None,
+                   help="CPU threads for torch (default: all cores)")
+    p.add_argument("--eval_every", type=non_negative_int, default=0, metavar="N",
+                   help="every N epochs (and after the last) add the test metrics of docs/metrics.md to the log, "
+                        "with a cheaper 1,000-sample Parzen window; 0 = off (default: 0)")
+    p.add_argument("--cuda_graphs", type=str2bool, nargs="?", const=True, default=True,
+                   help="on CUDA, replay each training step as one CUDA graph (falls back to eager if capture "
+                        "fails); no effect on the CPU or under torchrun (default: True)")
     return p
 
 
@@ -139,11 +197,28 @@ def build_draw_parser():
     p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
-    p.add_argument("--classes", type=int, nargs=2, metavar=("FROM", "TO"), default=None,
+    p.add_argument("--classes", type=class_label, nargs=2, metavar=("FROM", "TO"), default=None,
                    help="interpolate from digits of class FROM to class TO (default: random test pairs)")
     p.add_argument("--pairs", type=positive_int, default=8, help="interpolation rows (default: 8)")
     p.add_argument("--steps", type=positive_int, default=10, help="interpolation steps (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="picks the pairs and the prior draws")
+    p.add_argument("--seed", type=seed_int, default=0, help="picks the pairs and the prior draws")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    return p
+
+
+def build_evaluate_parser():
+    from data import DATASETS
+
+    p = Parser(prog="main.py evaluate",
+               description="Measure a trained checkpoint on the test split (protocols in docs/metrics.md) and write "
+                           "metrics.json, report.md and its pictures.")
+    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    p.add_argument("--out", default=None, help="folder for the report (default: beside the checkpoint)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one used in training")
+    p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
+    p.add_argument("--samples", type=positive_int, default=10000,
+                   help="prior draws decoded for the Parzen window (default: 10000, the paper's)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     return p
 
@@ -167,7 +242,7 @@ class StopFlag:
 
     def __call__(self, signum, frame):
         if self.signum is not None:  # a second request: leave now; saves are atomic
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(signum)  # main() exits with 128 + signum, as the shell would
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: stopping at the next safe point (again to quit at once)",
               file=sys.stderr, flush=True)
@@ -193,7 +268,10 @@ MAY_CHANGE_ON_RESUME = {"epochs", "precision", "directory"}
 
 def merge_resume(args, explicit, ckpt):
     """Flags not typed take the checkpoint's values; typed ones that contradict it are refused."""
+    from utils import CheckpointError
+
     saved = {**ckpt["model_config"], **ckpt.get("train_config", {})}
+    flags = {a.dest: a for a in build_parser()._actions}
     clashes = []
     for key, value in saved.items():
         if not hasattr(args, key):
@@ -201,11 +279,23 @@ def merge_resume(args, explicit, ckpt):
         if key in explicit and explicit[key] != value and key not in MAY_CHANGE_ON_RESUME:
             clashes.append(f"--{key} {explicit[key]} (checkpoint: {value})")
         elif key not in explicit:
+            if not passes(flags[key], value):  # what the flag itself would refuse, the file must not bring in
+                raise CheckpointError(f"the checkpoint holds {key} = {value!r}, which --{key} refuses; "
+                                      "the file is damaged or not from this program")
             setattr(args, key, value)
     if clashes:
         raise UsageError("--resume: these flags contradict the checkpoint: " + ", ".join(clashes)
                          + "; drop them, or train into another --weights folder")
     return args
+
+
+def passes(action, value):
+    """Whether `value`, read from a checkpoint, is one that `action`'s flag accepts."""
+    try:
+        ok = isinstance(value, str) if action.type is None else action.type(str(value)) == value
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return False
+    return ok and (not action.choices or value in action.choices)
 
 
 class UsageError(Exception):
@@ -230,18 +320,39 @@ def train_command(argv):
         ckpt = utils.load_checkpoint(source)
         args = merge_resume(args, explicit_flags(parser, argv), ckpt)
     modes.check_configs(*configs_from(args))  # options that contradict each other: refused before any work
+    if args.eval_every and args.mode != "unsupervised":
+        raise UsageError(f"--eval_every measures the plain AAE; --mode {args.mode} logs its own test figures every epoch")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = utils.choose_device(args.device)
-    utils.check_writable(weights)
+    if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run; continue it with --resume, "
+                         "or train into another --weights folder (or delete it)")
+    rank, world_size, device = join_torchrun(device)
+    say = print if rank == 0 else lambda *a, **k: None  # one process speaks, saves and draws
+    if rank == 0:
+        utils.check_writable(weights)
     data = load_dataset(args.dataset, args.directory, args.download)
     model_cfg, train_cfg = configs_from(args)
-    trainer = modes.make_trainer(model_cfg, train_cfg, device, data.train.labels)
+    if ckpt is not None:  # the saved sizes, all of them (merge_resume made latent_dim agree)
+        model_cfg = utils.model_config_from(ckpt)
+    trainer = modes.make_trainer(model_cfg, train_cfg, device, data.train.labels, rank=rank, world_size=world_size,
+                                 cuda_graphs=args.cuda_graphs)
     if ckpt is not None:
-        trainer.load_state_dict(ckpt)
-        print(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
-    if trainer.epoch >= train_cfg.epochs and not trainer.partial:
-        print(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
+        try:
+            trainer.load_state_dict(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+            raise utils.CheckpointError(f"{utils.checkpoint_path(source)} holds weights but not a training state "
+                                        f"to resume ({detail}); draw with it, or train afresh elsewhere") from None
+        steps = math.ceil(len(data.train.images) / (train_cfg.batch_size * world_size))
+        if trainer.partial and trainer.partial["step_in_epoch"] >= steps:  # resumed on other data
+            raise UsageError(f"the checkpoint stopped at step {trainer.partial['step_in_epoch']} of an epoch, but "
+                             f"the data in {args.directory} makes {steps} steps an epoch: it is not the data of the "
+                             f"run; pass the --directory it was trained on")
+        say(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
+    if trainer.epoch >= train_cfg.epochs:  # a partial epoch past --epochs is not wanted either
+        say(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
         return 0
 
     # its own generator, so the training stream of prior draws is the same with or without it
@@ -249,6 +360,8 @@ def train_command(argv):
     progress_dir = weights / "samples"
 
     def save(t):
+        if rank != 0:
+            return
         utils.save_checkpoint(t.state_dict(), weights / utils.CHECKPOINT_NAME)
         if t.history:
             utils.write_csv(t.history, weights / utils.LOG_NAME)
@@ -259,30 +372,79 @@ def train_command(argv):
                 utils.save_grid(t.decoder(fixed_noise), progress_dir / f"epoch_{t.epoch:03d}.png")
             t.decoder.train()
 
+    evaluate_epoch = None
+    if args.eval_every:
+        import evaluate
+
+        def evaluate_epoch(t):
+            if t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs:
+                return evaluate.evaluate_trainer(t, data)
+
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(f"training on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test images), "
-          f"{device}, {train_cfg.precision}; weights in {weights}/")
+    say(f"training on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test images), "
+        f"{device}" + (f" x {world_size} processes" if world_size > 1 else "")
+        + f", {train_cfg.precision}; weights in {weights}/")
+    should_stop = (lambda: bool(stop)) if world_size == 1 else AgreedStop(stop, device)
     try:
-        trainer.fit(data, save=save, should_stop=lambda: bool(stop), progress=tqdm_progress())
+        trainer.fit(data, save=save, should_stop=should_stop, progress=tqdm_progress() if rank == 0 else None,
+                    evaluate=evaluate_epoch)
     except Interrupted:
-        print(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
-              + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
-              + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
-        return 128 + stop.signum
+        say(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
+            + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
+            + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
+        return 128 + (stop.signum or signal.SIGTERM)  # a rank that was not signalled stops with the others
     except NonFiniteLoss as e:
-        print(f"error: {e}; the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one. "
-              "Try lower --gen_lr/--dis_lr.", file=sys.stderr)
+        kept = (f"the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one"
+                if (weights / utils.CHECKPOINT_NAME).exists() else "no checkpoint was saved")
+        say(f"error: {e}; {kept}. Try lower --gen_lr/--dis_lr.", file=sys.stderr)
         return EXIT_DIVERGED
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if model_cfg.mode == "unsupervised":
-        draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
-    numbers, _ = mode_outputs.write_outputs(trainer, data, weights)
-    print("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
-    print(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
+    if rank == 0:
+        if model_cfg.mode == "unsupervised":
+            draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
+        if mode_outputs.wanted(model_cfg, train_cfg):
+            numbers, _ = mode_outputs.write_outputs(trainer, data, weights)
+            say("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+    say(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
     return 0
+
+
+def join_torchrun(device):
+    """Under torchrun (WORLD_SIZE > 1) join the process group: (rank, world_size, this process's device)."""
+    import os
+
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world_size, device
+
+
+class AgreedStop:
+    """A stop request that all ranks act on at the same step; one that stopped alone would leave the
+    others waiting forever in their next all-reduce. Every rank calls it once per step, so every
+    `every` calls they can all-reduce their flags together: at most that many steps late."""
+
+    def __init__(self, flag, device, every=20):
+        self.flag, self.device, self.every, self.calls = flag, device, every, 0
+
+    def __call__(self):
+        import torch
+
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        wanted = torch.tensor([float(bool(self.flag))], device=self.device)
+        torch.distributed.all_reduce(wanted, op=torch.distributed.ReduceOp.MAX)
+        return bool(wanted.item())
 
 
 def tqdm_progress():
@@ -329,10 +491,7 @@ def draw_command(argv):
     from data import load_dataset
 
     device = utils.choose_device(args.device)
-    mode = utils.load_checkpoint(args.weights)["model_config"].get("mode", "unsupervised")
-    if mode != "unsupervised":
-        raise UsageError(f"draw does not draw --mode {mode} models yet; training wrote their pictures "
-                         f"and mode_metrics.json into its --weights folder")
+    refuse_other_modes(args.weights, "draw")
     trained = utils.load_models(args.weights, device=device)
     tc = trained.train_config
     directory = args.directory or tc.get("directory", "data")
@@ -342,8 +501,44 @@ def draw_command(argv):
         if args.classes and any(c not in data.test.labels for c in args.classes):
             raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
     out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    utils.check_writable(out, "--out")
     for path in draw_all(trained, data, out, args.what, args.classes, args.pairs, args.steps, args.seed):
         print(path)
+    return 0
+
+
+def refuse_other_modes(weights, command):
+    """draw and evaluate know the plain AAE's networks only (the label discriminator's too)."""
+    import utils
+
+    mode = utils.load_checkpoint(weights)["model_config"].get("mode", "unsupervised")
+    if mode != "unsupervised":
+        raise UsageError(f"{command} does not handle --mode {mode} models yet; training wrote their pictures "
+                         "and mode_metrics.json into its --weights folder")
+
+
+def evaluate_command(argv):
+    args = build_evaluate_parser().parse_args(argv)
+    import time
+
+    import evaluate
+    import utils
+    from data import load_dataset
+
+    started = time.perf_counter()
+    device = utils.choose_device(args.device)
+    refuse_other_modes(args.weights, "evaluate")
+    trained = utils.load_models(args.weights, device=device)
+    tc = trained.train_config
+    data = load_dataset(args.dataset or tc.get("dataset", "mnist"), args.directory or tc.get("directory", "data"))
+    out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    utils.check_writable(out, "--out")
+    results = evaluate.evaluate_checkpoint(trained, data, evaluate.EvalConfig(parzen_samples=args.samples,
+                                                                               seed=args.seed))
+    print(evaluate.summary(results))
+    for path in evaluate.write_report(trained, data, results, out, args.seed, utils.checkpoint_path(args.weights)):
+        print(path)
+    print(f"evaluated in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -355,16 +550,23 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
     try:
-        return {"train": train_command, "draw": draw_command}[command](argv)
+        return {"train": train_command, "draw": draw_command, "evaluate": evaluate_command}[command](argv)
     except (UsageError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, CheckpointError, SaveError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_FILES
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # any other file the system would not let us write or read (a picture, a full disk)
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FILES
+    except KeyboardInterrupt as e:  # Python's own Ctrl-C has no args; StopFlag's carries the signal
+        print("interrupted; the last checkpoint saved, if any, is intact (--resume continues it)", file=sys.stderr)
+        return 128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT)
+    finally:
+        distributed = sys.modules.get("torch.distributed")  # imported only if torch was
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

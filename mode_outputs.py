@@ -20,6 +20,13 @@ from utils import atomic_write, save_grid
 METRICS_NAME = "mode_metrics.json"
 
 
+def wanted(model_cfg, train_cfg):
+    """Whether a run has outputs here: all but the plain AAE (Gaussian prior, deterministic encoder),
+    whose numbers and pictures are evaluate.py's and utils.py's."""
+    return (model_cfg.mode != "unsupervised" or model_cfg.label_discriminator or model_cfg.encoder != "deterministic"
+            or train_cfg.prior != "gaussian")
+
+
 def mode_metrics(trainer, data):
     """This model's numbers on `data` (its test split; the training split where a number says so)."""
     m = trainer.model_cfg

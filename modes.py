@@ -28,13 +28,14 @@ reads test labels, and the clustering error the training labels (to name each cl
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import fields, replace
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import priors
-from models import ENCODERS, MODES, Decoder, Discriminator, mlp
+from models import ENCODERS, MODES, Decoder, Discriminator, Dropout, mlp
 from train import (NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, generator_phase,
                    reconstruction_phase)
 
@@ -177,6 +178,18 @@ class HeadsDecoder(nn.Module):
         return torch.sigmoid(self.logits(code))
 
 
+def networks_for(model_cfg, train_config):
+    """A categorical mode's four networks for the configs of a checkpoint (`train_config` a dict), with
+    the head scale left at 1: what utils.check_fits compares the saved tensors' shapes with."""
+    return build_mode_models(model_cfg, categories(model_cfg, train_config_from(train_config)))
+
+
+def train_config_from(saved):
+    """TrainConfig from a checkpoint's dict, ignoring keys this version does not know."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in names})
+
+
 def build_mode_models(cfg, n_categories, head_scale=1.0):
     """Encoder, decoder, style discriminator and category discriminator of a categorical mode."""
     encoder = CategoricalEncoder(cfg, n_categories)
@@ -222,9 +235,12 @@ class ModeTrainer(Trainer):
 
     def __init__(self, model_cfg, train_cfg, device, labels=None, **kwargs):
         check_configs(model_cfg, train_cfg)
+        assert kwargs.get("world_size", 1) == 1, "a ModeTrainer trains in one process"
         categorical = model_cfg.mode in CATEGORICAL
-        # Trainer builds the plain networks; the categorical modes replace them below.
-        super().__init__(replace(model_cfg, mode="unsupervised") if categorical else model_cfg, train_cfg, device, **kwargs)
+        # Trainer builds the plain networks; the categorical modes replace them below. Steps run eagerly:
+        # train.GraphedStep captures the plain three phases only.
+        super().__init__(replace(model_cfg, mode="unsupervised") if categorical else model_cfg, train_cfg, device,
+                         **{**kwargs, "cuda_graphs": False})
         self.model_cfg = model_cfg
         self.reads_labels = reads_labels(model_cfg, train_cfg)
         self.labels = None if labels is None else torch.as_tensor(labels).long().to(self.device)
@@ -239,6 +255,10 @@ class ModeTrainer(Trainer):
             head_scale = style_std(train_cfg, model_cfg.latent_dim) if model_cfg.mode == "dim_reduction" else 1.0
             nets = build_mode_models(model_cfg, self.n_categories, head_scale)
             self.encoder, self.decoder, self.discriminator, self.discriminator_y = (m.to(self.device) for m in nets)
+            self.synced = SimpleNamespace(encoder=self.encoder, decoder=self.decoder, discriminator=self.discriminator)
+            if train_cfg.precision == "bf16":  # as Trainer does for the plain networks
+                for m in (m for net in nets for m in net.modules() if isinstance(m, Dropout)):
+                    m.exact = False
             c, dev, enc = train_cfg, self.device, self.encoder
             self.optimizers = {
                 "reconstruction": adam([*enc.parameters(), *self.decoder.parameters()], c.gen_lr, c.adam_beta1, dev),
@@ -284,7 +304,11 @@ class ModeTrainer(Trainer):
 
     # -- one batch --------------------------------------------------------------------------------
 
+    def train_batch(self, train_images, index, sums):
+        self.train_step(as_float(train_images[index]), sums, index)
+
     def train_step(self, x, sums, rows=None):
+        """This mode's phases on one batch; rows: its indices in the training split, to look labels up."""
         if self.reads_labels:
             assert self.labels is not None and rows is not None, "training a mode that reads labels needs them"
         if self.model_cfg.mode in CATEGORICAL:
@@ -405,17 +429,21 @@ class ModeTrainer(Trainer):
         self.label_rng.set_state(mode_state["label_rng"])
 
 
-def make_trainer(model_cfg, train_cfg, device, train_labels=None):
+def make_trainer(model_cfg, train_cfg, device, train_labels=None, **kwargs):
     """The trainer the configs ask for: train.Trainer for the plain AAE (bit for bit as before), else a
-    ModeTrainer given only the training labels it may read (select_labels)."""
+    ModeTrainer given only the training labels it may read (select_labels). kwargs go to Trainer
+    (rank, world_size, cuda_graphs)."""
     check_configs(model_cfg, train_cfg)
     if model_cfg.mode == "unsupervised" and not model_cfg.label_discriminator:
-        return Trainer(model_cfg, train_cfg, device)
+        return Trainer(model_cfg, train_cfg, device, **kwargs)
+    if kwargs.get("world_size", 1) > 1:
+        what = "--label_discriminator" if model_cfg.label_discriminator else f"--mode {model_cfg.mode}"
+        raise ValueError(f"{what} trains in one process for now; run it without torchrun")
     labels = None
     if reads_labels(model_cfg, train_cfg):
         assert train_labels is not None, f"mode {model_cfg.mode} reads labels: pass the training labels"
         labels = select_labels(train_labels, train_cfg.labels, model_cfg.n_classes, train_cfg.seed)
-    return ModeTrainer(model_cfg, train_cfg, device, labels)
+    return ModeTrainer(model_cfg, train_cfg, device, labels, **kwargs)
 
 
 def load_trainer(path, device="cpu"):
@@ -425,8 +453,7 @@ def load_trainer(path, device="cpu"):
 
     ckpt = utils.load_checkpoint(path, map_location=device)
     model_cfg = utils.model_config_from(ckpt)
-    names = {f.name for f in fields(TrainConfig)}
-    train_cfg = TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if k in names})
+    train_cfg = train_config_from(ckpt["train_config"])
     plain = model_cfg.mode == "unsupervised" and not model_cfg.label_discriminator
     trainer = Trainer(model_cfg, train_cfg, device) if plain else ModeTrainer(model_cfg, train_cfg, device)
     trainer.load_state_dict(ckpt)

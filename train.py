@@ -10,18 +10,26 @@ in two phases", the second split into discriminator and generator updates):
 Each phase owns its optimiser and steps only its own parameters. `Trainer.fit()` runs epochs,
 evaluates on the test split, keeps a history and writes a checkpoint (via `utils`) after every
 epoch; `Trainer.load_state_dict()` resumes one exactly. Run it through main.py.
+
+Speed (docs/performance.md): on CUDA the data set stays on the GPU and a full batch's three phases
+are replayed as one CUDA graph (`GraphedStep`); under torchrun each process trains on its shard
+of every epoch and DistributedDataParallel averages the gradients.
 """
 
 import math
+import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import priors
-from models import ModelConfig, build_models
+from models import Dropout, ModelConfig, build_models
 
 FORMAT_VERSION = 1
 PHASES = ("reconstruction", "discriminator", "generator")
@@ -113,9 +121,11 @@ def generator_phase(encoder, discriminator, optimizer, x, autocast=nullcontext):
     return loss.detach()
 
 
-def adam(params, lr, beta1, device):
-    # fused Adam: one kernel for all parameters, where this torch supports it on the device
-    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), fused=device.type in ("cpu", "cuda"))
+def adam(params, lr, beta1, device, capturable=False):
+    # fused Adam: one kernel for all parameters, where this torch supports it on the device;
+    # capturable keeps its step counts on the GPU so that a CUDA graph can replay it
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), fused=device.type in ("cpu", "cuda"),
+                            capturable=capturable)
 
 
 @torch.no_grad()
@@ -141,27 +151,51 @@ def as_float(images):
 class Trainer:
     """Models, optimisers, random generators and progress of one training run."""
 
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, device, rank=0, world_size=1):
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, device, rank=0, world_size=1,
+                 cuda_graphs=False):
+        """rank, world_size: this process's place in a torch.distributed group (init_process_group done).
+        cuda_graphs: replay full batches as a CUDA graph (CUDA, one process); eager if capture fails."""
         self.model_cfg, self.cfg = model_cfg, train_cfg
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda" and world_size == 1
+        self._graphed = None  # the GraphedStep of the data set being trained on
         torch.manual_seed(train_cfg.seed)  # weights, then dropout masks
         self.encoder, self.decoder, self.discriminator = (m.to(self.device) for m in build_models(model_cfg))
-        c, dev = train_cfg, self.device
+        if rank:  # the same weights on every rank; its own dropout masks and prior draws (below)
+            torch.manual_seed(train_cfg.seed + RANK_SEED_STRIDE * rank)
+        c, dev, graphs = train_cfg, self.device, self.cuda_graphs
         self.optimizers = {
-            "reconstruction": adam([*self.encoder.parameters(), *self.decoder.parameters()], c.gen_lr, c.adam_beta1, dev),
-            "discriminator": adam(self.discriminator.parameters(), c.dis_lr, c.adam_beta1, dev),
-            "generator": adam(self.encoder.parameters(), c.dis_lr, c.adam_beta1, dev),
+            "reconstruction": adam([*self.encoder.parameters(), *self.decoder.parameters()], c.gen_lr, c.adam_beta1,
+                                   dev, graphs),
+            "discriminator": adam(self.discriminator.parameters(), c.dis_lr, c.adam_beta1, dev, graphs),
+            "generator": adam(self.encoder.parameters(), c.dis_lr, c.adam_beta1, dev, graphs),
         }
         # Shuffling is drawn on the CPU so that every device (and every rank) sees the same order.
         self.data_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
-        self.prior_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 2)
+        self.prior_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 2 + RANK_SEED_STRIDE * rank)
+        # The modules each phase trains, through DDP when several processes train: it averages their
+        # gradients during the backward. Forwards that need no gradient average (the encoder under no_grad
+        # in the discriminator phase, the frozen discriminator in the generator phase) use the bare modules.
+        self.synced = SimpleNamespace(encoder=self.encoder, decoder=self.decoder, discriminator=self.discriminator)
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.synced.encoder = DDP(self.encoder, device_ids=ids)
+            self.synced.decoder = SimpleNamespace(logits=DDP(_Logits(self.decoder), device_ids=ids))
+            self.synced.discriminator = DDP(self.discriminator, device_ids=ids)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed steps, all epochs
         self.history = []  # one dict per completed epoch
         self.partial = None  # progress through an interrupted epoch, see save_partial()
         if train_cfg.precision == "bf16":
-            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # no weight-cast cache: each phase casts its weights once anyway, and a CUDA graph needs it off
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+            for net in (self.encoder, self.decoder, self.discriminator):
+                for m in net.modules():
+                    if isinstance(m, Dropout):
+                        m.exact = False  # a quarter of the random numbers per CPU mask; see models.Dropout
         else:
             self.autocast = nullcontext
 
@@ -173,18 +207,26 @@ class Trainer:
             self.cfg.prior, n, self.model_cfg.latent_dim, generator=generator or self.prior_rng, device=self.device, **params
         )
 
-    def train_step(self, x, sums, rows=None):
-        """The three phases on one batch; adds each phase's loss to the on-device `sums`.
-
-        rows: the batch's indices in the training split (modes.ModeTrainer looks its labels up by them).
-        """
-        enc, dec, dis = self.encoder, self.decoder, self.discriminator
-        sums[0] += reconstruction_phase(enc, dec, self.optimizers["reconstruction"], x, self.autocast)
-        z_prior = self.sample_prior(len(x))
-        d_loss, d_acc = discriminator_phase(enc, dis, self.optimizers["discriminator"], x, z_prior, self.autocast)
+    def train_step(self, x, sums, z_prior=None):
+        """The three phases on one batch; adds each phase's loss to the on-device `sums`."""
+        enc, dis, synced = self.encoder, self.discriminator, self.synced
+        sums[0] += reconstruction_phase(synced.encoder, synced.decoder, self.optimizers["reconstruction"], x,
+                                        self.autocast)
+        z_prior = self.sample_prior(len(x)) if z_prior is None else z_prior
+        d_loss, d_acc = discriminator_phase(enc, synced.discriminator, self.optimizers["discriminator"], x, z_prior,
+                                            self.autocast)
         sums[1] += d_loss
         sums[3] += d_acc
-        sums[2] += generator_phase(enc, dis, self.optimizers["generator"], x, self.autocast)
+        sums[2] += generator_phase(synced.encoder, dis, self.optimizers["generator"], x, self.autocast)
+
+    def train_batch(self, train_images, index, sums):
+        """train_step on train_images[index]: replayed as a CUDA graph when enabled and the batch is full."""
+        if self.cuda_graphs and len(index) == self.cfg.batch_size:
+            if self._graphed is None or self._graphed.images is not train_images:
+                self._graphed = GraphedStep(self, train_images)
+            self._graphed(index, sums)
+        else:
+            self.train_step(as_float(train_images[index]), sums)
 
     def run_epoch(self, train_images, should_stop, progress):
         """One pass over the training split in a fresh random order; returns the mean losses.
@@ -202,13 +244,13 @@ class Trainer:
             order = torch.randperm(n, generator=self.data_rng)
             first, sums = self.partial["step_in_epoch"], self.partial["sums"].to(self.device)
             self.partial = None
-        order = order[self.rank :: self.world_size].to(self.device)  # this rank's shard
+        # this rank's shard; all of the same length, so that every rank takes as many steps
+        order = order[: n - n % self.world_size][self.rank :: self.world_size].to(self.device)
         n_steps = math.ceil(len(order) / b)
         self.encoder.train(), self.decoder.train(), self.discriminator.train()
         bar = progress(total=n_steps, initial=first, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
         for i in range(first, n_steps):
-            x = as_float(train_images[order[i * b : (i + 1) * b]])
-            self.train_step(x, sums, order[i * b : (i + 1) * b])
+            self.train_batch(train_images, order[i * b : (i + 1) * b], sums)
             self.step += 1
             bar.update(1)
             if should_stop() and i + 1 < n_steps:
@@ -216,6 +258,9 @@ class Trainer:
                 self.partial = {"data_rng": start_state, "step_in_epoch": i + 1, "sums": sums.cpu()}
                 raise Interrupted()
         bar.close()
+        if self.world_size > 1:  # every rank logs, and stops on a non-finite loss, on the same figures
+            torch.distributed.all_reduce(sums)
+            sums /= self.world_size
         means = (sums / n_steps).tolist()  # the one host synchronisation of the epoch
         return dict(zip(("reconstruction", "discriminator", "generator", "disc_accuracy"), means))
 
@@ -293,6 +338,8 @@ class Trainer:
         self.discriminator.load_state_dict(ckpt["discriminator"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
+            for group in opt.param_groups:  # load_state_dict brings back the saving run's setting
+                group["capturable"] = self.cuda_graphs
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         self.history = list(ckpt["history"])
         self.partial = ckpt["partial_epoch"]
@@ -305,6 +352,80 @@ class Trainer:
             self.prior_rng.set_state(rng["prior"])
         except RuntimeError:  # saved on another device type: the stream differs from here on
             self.prior_rng.manual_seed(self.cfg.seed + 2 + self.step)
+
+
+RANK_SEED_STRIDE = 10_000  # rank r seeds its dropout and prior draws with seed + r * this: far from seed + 1, + 2
+
+
+class _Logits(nn.Module):
+    """A decoder's logits as a forward(), which is what DDP wraps."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z):
+        return self.decoder.logits(z)
+
+
+class GraphedStep:
+    """Trainer.train_step on a full batch, captured once as a CUDA graph and replayed.
+
+    At batch 100 a step is a few hundred small kernels; launching them one by one from Python takes
+    longer than running them. The graph replays forward, backward and fused Adam of all three phases
+    from one launch. Its inputs are static buffers: the batch's indices into the images on the GPU,
+    and prior samples, drawn outside the graph from the trainer's generator so that the prior stream
+    is the eager one. Dropout draws from the default CUDA generator, which graphs support.
+
+    The first `warmup` calls train eagerly on a side stream, as capture needs (optimizer state,
+    cuBLAS workspaces): every call is a real training step. If capture fails, it says why on stderr
+    and trains eagerly from then on.
+    """
+
+    def __init__(self, trainer, images, warmup=3):
+        t = trainer
+        self.trainer, self.images, self.warmup = t, images, warmup
+        self.index = torch.zeros(t.cfg.batch_size, dtype=torch.long, device=t.device)
+        self.z_prior = torch.zeros(t.cfg.batch_size, t.model_cfg.latent_dim, device=t.device)
+        self.graph, self.losses, self.failed = None, None, None
+
+    def _step(self):
+        sums = torch.zeros(4, device=self.trainer.device, dtype=torch.float64)
+        self.trainer.train_step(as_float(self.images[self.index]), sums, self.z_prior)
+        return sums
+
+    def __call__(self, index, sums):
+        self.index.copy_(index)
+        self.z_prior.copy_(self.trainer.sample_prior(len(index)))
+        if self.graph is None and self.failed is None:
+            if self.warmup > 0:
+                self.warmup -= 1
+                side, main = torch.cuda.Stream(self.trainer.device), torch.cuda.current_stream(self.trainer.device)
+                side.wait_stream(main)
+                with torch.cuda.stream(side), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", ".*capturable=True.*")  # "...running without CUDA graph"
+                    step_sums = self._step()
+                main.wait_stream(side)
+                sums += step_sums
+                return
+            try:
+                self.graph, self.losses = capture(self._step)
+            except Exception as e:  # an op or a torch version that cannot be captured: stay correct, eagerly
+                self.failed = f"{type(e).__name__}: {e}"
+                print(f"warning: CUDA graph capture failed ({self.failed}); training eagerly", file=sys.stderr)
+        if self.graph is None:
+            sums += self._step()
+        else:
+            self.graph.replay()
+            sums += self.losses
+
+
+def capture(fn):
+    """A CUDA graph of fn(), and the tensor fn returned, which each replay rewrites."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 def format_row(row, epochs):

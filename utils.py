@@ -97,7 +97,7 @@ def read_csv(path):
         return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def check_writable(folder):
+def check_writable(folder, flag="--weights"):
     """Create `folder` if needed and prove a file can be written there, before any training."""
     folder = Path(folder)
     try:
@@ -106,7 +106,7 @@ def check_writable(folder):
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise SaveError(f"the weights folder {folder} is not writable ({e.strerror or e}); choose another with --weights")
+        raise SaveError(f"the {flag} folder {folder} is not writable ({e.strerror or e}); choose another with {flag}")
 
 
 # -- reading checkpoints --------------------------------------------------------------------------
@@ -133,6 +133,8 @@ def load_checkpoint(path, map_location="cpu"):
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, unsafe types: all mean "not ours"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in first:  # torch's long advice, with terminal escapes, is not for this file
+            first = "it holds something other than tensors and plain values, which weights_only loading refuses"
         raise CheckpointError(f"{path} is not a readable checkpoint ({first[:120]}); it may be truncated or another kind of file") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is a torch file but not an AAE checkpoint written by this program")
@@ -140,7 +142,43 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(
             f"{path} has checkpoint format {ckpt['format_version']}, this program reads format {FORMAT_VERSION}"
         )
+    check_fits(path, ckpt)
     return ckpt
+
+
+def check_fits(path, ckpt):
+    """CheckpointError unless the networks of ckpt's model_config have exactly its tensors' names and shapes.
+
+    They are built on the meta device, so a garbled size costs no memory (a real build could ask
+    for gigabytes).
+    """
+    for key in ("model_config", "train_config"):
+        if not isinstance(ckpt.get(key, {}), dict):
+            raise CheckpointError(f"{path}: its {key} is not a dict; the file is damaged or not from this program")
+    try:
+        with torch.device("meta"):
+            cfg = model_config_from(ckpt)
+            if cfg.mode in ("semi_supervised", "clustering", "dim_reduction"):  # their networks are modes.py's
+                import modes  # lazy: modes sits above utils
+
+                nets = modes.networks_for(cfg, ckpt.get("train_config", {}))
+            else:
+                nets = build_models(cfg)
+    except Exception as e:  # a size of the wrong type, a negative one...
+        detail = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{path}: its model_config cannot be built ({detail}); the file is damaged or not from "
+                              "this program") from None
+    for name, net in zip(("encoder", "decoder", "discriminator"), nets):
+        want = {k: list(v.shape) for k, v in net.state_dict().items()}
+        saved = ckpt[name] if isinstance(ckpt[name], dict) else {}
+        have = {k: list(v.shape) for k, v in saved.items() if isinstance(v, torch.Tensor)}
+        if have != want:
+            wrong = [f"{k} is {have[k]} in the file, {want[k]} for the saved model_config" for k in want
+                     if k in have and have[k] != want[k]]
+            missing = [f"no tensor {k}" for k in want if k not in have]
+            extra = [f"unexpected {k}" for k in have if k not in want]
+            raise CheckpointError(f"{path}: the {name} weights do not fit the saved configuration "
+                                  f"({(wrong + missing + extra)[0][:160]})")
 
 
 def model_config_from(ckpt):
@@ -175,12 +213,7 @@ def load_models(path, device="cpu"):
     cfg = model_config_from(ckpt)
     nets = build_models(cfg)
     for name, net in zip(("encoder", "decoder", "discriminator"), nets):
-        try:
-            net.load_state_dict(ckpt[name])
-        except RuntimeError as e:
-            lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln]
-            detail = lines[0] if lines else "its tensors do not fit the saved configuration"
-            raise CheckpointError(f"{checkpoint_path(path)}: the {name} weights do not fit ({detail[:160]})") from None
+        net.load_state_dict(ckpt[name])  # load_checkpoint has checked that they fit
         net.to(device).eval()
     return TrainedAAE(*nets, cfg, ckpt.get("train_config", {}), ckpt.get("history", []))
 
@@ -250,6 +283,16 @@ def draw_reconstructions(trained, images, path, n=50):
     save_grid(torch.cat(rows), path, nrow=10)
 
 
+def _epoch_ticks(ax, epochs):
+    """Whole epochs on the x axis (matplotlib would label 0.98, 1.00, 1.02 around a single epoch)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def draw_losses(rows, path):
     """Loss curves of every phase and the test reconstruction, from the training history."""
     import matplotlib
@@ -258,17 +301,101 @@ def draw_losses(rows, path):
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in rows]
+    marker = "o" if len(rows) <= 30 else None  # a line of one point is invisible without a marker
     fig, (ax_rec, ax_adv) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_rec.plot(epochs, [r["recon_loss"] for r in rows], label="train")
-    ax_rec.plot(epochs, [r["test_recon_bce"] for r in rows], label="test")
+    ax_rec.plot(epochs, [r["recon_loss"] for r in rows], label="train", marker=marker)
+    ax_rec.plot(epochs, [r["test_recon_bce"] for r in rows], label="test", marker=marker)
     ax_rec.set(xlabel="epoch", ylabel="BCE, nats / image", title="reconstruction")
     ax_rec.legend()
-    ax_adv.plot(epochs, [r["disc_loss"] for r in rows], label="discriminator")
-    ax_adv.plot(epochs, [r["gen_loss"] for r in rows], label="generator (encoder)")
-    ax_adv.plot(epochs, [r["disc_accuracy"] for r in rows], label="discriminator accuracy", linestyle="--")
+    ax_adv.plot(epochs, [r["disc_loss"] for r in rows], label="discriminator", marker=marker)
+    ax_adv.plot(epochs, [r["gen_loss"] for r in rows], label="generator (encoder)", marker=marker)
+    ax_adv.plot(epochs, [r["disc_accuracy"] for r in rows], label="discriminator accuracy", linestyle="--",
+                marker=marker)
+    for ax in (ax_rec, ax_adv):
+        _epoch_ticks(ax, epochs)
     ax_adv.axhline(math.log(2), color="grey", linewidth=0.5)
     ax_adv.set(xlabel="epoch", title="adversarial phases (grey: log 2)")
     ax_adv.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def project_2d(codes):
+    """A 2-D view of codes [N, d]: the codes themselves when d == 2, else their two principal axes.
+
+    Returns (basis [d, 2] or None, description). The axes come from an exact SVD of the centred
+    codes (deterministic, unlike torch.pca_lowrank); points are projected without centring, so
+    the prior's origin stays at (0, 0).
+    """
+    d = codes.shape[1]
+    if d <= 2:
+        return None, "the code itself" if d == 2 else "the 1-D code against zero"
+    centred = codes.double() - codes.double().mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    share = (s[:2] ** 2).sum() / (s**2).sum()
+    how = f"projected on the test codes' first two principal axes ({100 * share:.0f} % of their variance)"
+    return vh[:2].T.float(), how
+
+
+def draw_latent(codes, labels, path, prior=None, class_names=None):
+    """Scatter of codes [N, d] coloured by label, prior draws faint grey behind; returns how it projected."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    codes = codes.detach().float().cpu()
+    basis, how = project_2d(codes)
+
+    def view(z):  # [M, d] -> [M, 2]
+        z = z.detach().float().cpu()
+        if basis is not None:
+            return z @ basis
+        return z if z.shape[1] == 2 else torch.cat([z, torch.zeros_like(z)], 1)
+
+    xy = view(codes)
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    if prior is not None:
+        pz = view(prior)
+        ax.scatter(pz[:, 0], pz[:, 1], s=2, c="0.75", alpha=0.5, linewidths=0, label="prior draws", zorder=0)
+    cmap = plt.get_cmap("tab10")
+    for i, label in enumerate(torch.unique(labels).tolist()):
+        mine = labels.cpu() == label
+        name = class_names[label] if class_names and label < len(class_names) else str(label)
+        ax.scatter(xy[mine, 0], xy[mine, 1], s=3, color=cmap(i % 10), alpha=0.7, linewidths=0, label=name, zorder=1)
+    ax.set_aspect("equal", adjustable="datalim")
+    axis = "code" if basis is None else "principal axis"
+    ax.set(xlabel=f"{axis} 1", ylabel=f"{axis} 2", title=f"Test codes by label: {how}")
+    ax.title.set_fontsize(10)
+    ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return how
+
+
+def draw_eval_curves(rows, path):
+    """The --eval_every figures of the training history against epoch, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("parzen_ll") is not None and not math.isnan(r["parzen_ll"])]
+    epochs = [r["epoch"] for r in rows]
+    panels = [("parzen_ll", "Parzen log-likelihood (nats)"), ("test_recon_bce", "test reconstruction BCE (nats)"),
+              ("knn_accuracy", "5-NN accuracy of codes"), ("mmd", "MMD² codes vs prior")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        values = [r.get(key, math.nan) for r in rows]
+        if key == "parzen_ll":
+            ax.errorbar(epochs, values, yerr=[r.get("parzen_sem", 0) for r in rows], marker="o", capsize=3)
+        else:
+            ax.plot(epochs, values, marker="o")
+        ax.set(xlabel="epoch", title=title)
+        ax.title.set_fontsize(10)
+        _epoch_ticks(ax, epochs)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -263,7 +263,9 @@ def test_command_line_trains_a_mode_writes_its_outputs_and_refuses_a_contradicti
     assert main.main([*common, "--epochs", "2", "--mode", "clustering", "--resume"]) == 2
     assert "--mode clustering (checkpoint: semi_supervised)" in capsys.readouterr().err
     assert main.main(["draw", "--weights", str(weights)]) == 2
-    assert "draw does not draw --mode semi_supervised" in capsys.readouterr().err
+    assert "draw does not handle --mode semi_supervised" in capsys.readouterr().err
+    assert main.main(["evaluate", "--weights", str(weights)]) == 2
+    assert "evaluate does not handle --mode semi_supervised" in capsys.readouterr().err
 
 
 def test_contradicting_flags_exit_2_before_any_work(idx_dir, tmp_path, capsys):
@@ -295,3 +297,10 @@ def test_mode_flags_reach_the_configs():
     assert (train_cfg.prior, train_cfg.labels, train_cfg.classification_lr) == ("uniform", 0, 1e-3)
     default_model, default_train = main.configs_from(main.build_parser().parse_args([]))
     assert default_model == ModelConfig() and default_train == TrainConfig()
+
+
+def test_the_plain_aae_leaves_its_outputs_to_evaluate_and_draw():
+    assert not mode_outputs.wanted(ModelConfig(), TrainConfig())
+    assert mode_outputs.wanted(ModelConfig(), TrainConfig(prior="uniform"))
+    assert mode_outputs.wanted(ModelConfig(encoder="universal"), TrainConfig())
+    assert mode_outputs.wanted(ModelConfig(mode="clustering"), TrainConfig())

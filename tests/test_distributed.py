@@ -1,0 +1,84 @@
+"""Training in two processes (gloo on the CPU), as torchrun runs it: one model, one set of files."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import train
+import utils
+from data import load_dataset
+from models import ModelConfig
+from train import Trainer, TrainConfig
+
+ROOT = utils.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="this torch build has no gloo backend")
+
+
+def _train_on_rank(rank, world_size, store, idx_dir, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        trainer = Trainer(ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32),
+                          TrainConfig(epochs=2, batch_size=25, seed=0), "cpu", rank, world_size)
+        initial = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
+        lines = []
+        trainer.fit(load_dataset("mnist", idx_dir), log=lines.append)
+        nets = {name: getattr(trainer, name).state_dict() for name in ("encoder", "decoder", "discriminator")}
+        torch.save({"nets": nets, "initial": initial, "lines": lines, "history": trainer.history,
+                    "steps": trainer.step}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_train_one_model_on_their_shards(idx_dir, tmp_path):
+    mp.spawn(_train_on_rank, args=(2, tmp_path / "store", idx_dir, tmp_path), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for name in ("encoder", "decoder", "discriminator"):
+        for key, value in r0["nets"][name].items():
+            assert torch.equal(value, r1["nets"][name][key]), f"{name}.{key} differs between ranks"
+    assert not torch.equal(r0["initial"]["net.0.weight"], r0["nets"]["encoder"]["net.0.weight"])  # it trained
+    assert r0["steps"] == r1["steps"] == 2 * 4  # 200 images / 2 ranks / batch 25, per epoch
+    without_time = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert without_time(r0["history"]) == without_time(r1["history"])  # epoch means averaged over all ranks
+    assert len(r0["lines"]) == 2 and r1["lines"] == []  # only rank 0 logs
+
+
+def test_torchrun_writes_one_set_of_files_that_load_models_reads(idx_dir, tmp_path):
+    weights = tmp_path / "w"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "main.py", "--directory", str(idx_dir), "--epochs", "2", "--batch_size", "50", "--latent_dim", "2",
+               "--device", "cpu", "--threads", "1", "--weights", str(weights)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("epoch   1/2") == 1 and run.stdout.count("done:") == 1, run.stdout
+    assert "x 2 processes" in run.stdout
+    assert sorted(p.name for p in weights.iterdir()) == [
+        "aae.pt", "interpolation.png", "log.csv", "losses.png", "reconstructions.png", "samples", "samples.png"]
+    assert len(utils.read_csv(weights / "log.csv")) == 2
+    trained = utils.load_models(weights)  # saved unwrapped: a single process reads it
+    assert trained.config.latent_dim == 2 and len(trained.history) == 2
+    ckpt = utils.load_checkpoint(weights)
+    assert not any(k.startswith("module.") for k in ckpt["encoder"])
+    assert ckpt["step"] == 2 * 2  # 200 images / 2 ranks / batch 50, for 2 epochs
+    resumed = Trainer(utils.model_config_from(ckpt), TrainConfig(**ckpt["train_config"]), "cpu")
+    resumed.load_state_dict(ckpt)  # and a single process can continue it
+    assert resumed.epoch == 2
+
+
+def test_shards_have_equal_length(tiny_model, dataset, monkeypatch):
+    """Unequal shards would give ranks unequal step counts, and the longer one would wait forever."""
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: None)  # no process group needed to count steps
+    cfg = TrainConfig(epochs=1, batch_size=33, seed=0)
+    steps = []
+    for rank in (0, 1, 2):  # 200 images: shards of 67, 67 and 66 would take 3, 3 and 2 steps of 33
+        t = Trainer(tiny_model, cfg, "cpu")
+        t.rank, t.world_size = rank, 3
+        t.train_batch = lambda images, index, sums: None
+        t.run_epoch(dataset.train.images, lambda: False, train._no_progress)
+        steps.append(t.step)
+    assert steps == [2, 2, 2]  # 2 of the 200 images sit this epoch out
