@@ -1,5 +1,5 @@
 """What a trained model of any mode leaves behind (modes.py, issue 4): its numbers in mode_metrics.json
-and its pictures — style grids (Fig. 7), cluster heads (§6), 2-D codes coloured by label (Figs. 2-4, 9).
+and its pictures — style grids (Fig. 7), cluster heads (§6), 2-D codes coloured by label (Figs. 2-4, §7).
 
     import mode_outputs
     numbers, pictures = mode_outputs.write_outputs(trainer, data, "weights")   # after trainer.fit(data)
@@ -89,7 +89,7 @@ def draw_mode(trainer, data, folder):
         pred = predict_category(enc, test.images).cpu()
         members = [as_float(test.images[pred == c][:10]) for c in range(k)]
         written.append(cluster_grid(heads.cpu(), members, folder / f"{m.mode}_clusters.png"))
-    if m.mode == "dim_reduction":  # §7, Fig. 9
+    if m.mode == "dim_reduction":  # §7
         heads = (dec.head_scale * dec.heads).detach().cpu()
         written.append(scatter(representation(trainer, test.images).cpu(), test.labels,
                                            folder / "dim_reduction_codes.png", "2-D representation W y + z (test)",

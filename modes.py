@@ -17,7 +17,7 @@ ModelConfig.mode (and label_discriminator) picks the model; main.py's --mode etc
                    style z (the --prior), each with its own discriminator, plus a cross-entropy phase
                    on the labelled subset.
   clustering       (§6, Table 3) semi_supervised with `clusters` categories and no labels at all.
-  dim_reduction    (§7, Fig. 8) as semi_supervised (or clustering with labels=0), but the decoder reads
+  dim_reduction    (§7) as semi_supervised (or clustering with labels=0), but the decoder reads
                    the representation W y + z: learned cluster heads W plus the style.
 
 Labels: select_labels() picks the labelled subset once, balanced and from the seed. A ModeTrainer
@@ -127,7 +127,7 @@ def style_std(train_cfg, latent_dim):
 
 
 class CategoricalEncoder(nn.Module):
-    """q(y|x) and q(z|x) from one network: logits of K categories and a style code (paper Figs. 6, 8).
+    """q(y|x) and q(z|x) from one network: logits of K categories and a style code (paper §§5-7).
 
     forward(x) is the decoder's input [softmax(y), z]: [N, K + latent], so decoder(encoder(x)) is the
     autoencoder and train.reconstruction_phase / test_reconstruction apply unchanged.
