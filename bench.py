@@ -254,7 +254,8 @@ def measure(configs, images, device, rounds, round_seconds, log):
             except Exception as e:
                 c.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 log(f"  FAILED in round {r + 1}: {c.name}: {c.error}")
-        log(f"  round {r + 1}/{rounds} done, load average {os.getloadavg()[0]:.1f}")
+        rates = " | ".join(f"{c.name} {c.batch * c.rounds[-1]:,.0f}/s" for c in live if c.rounds)
+        log(f"  round {r + 1}/{rounds}, load average {os.getloadavg()[0]:.1f}: {rates}")  # in case the run dies
 
 
 # -- memory of a full-size run on the CPU: one fresh process per loop --------------------------------
@@ -470,12 +471,18 @@ def build_parser():
     p.add_argument("--dataset", default="fashion-mnist", help="--quality: data set (see main.py --dataset)")
     p.add_argument("--directory", default="/usr/share/datasets/fashion-mnist", help="--quality: its folder")
     p.add_argument("--epochs", type=int, default=100, help="--quality: epochs of runs that do not set their own")
+    p.add_argument("--watchdog", type=float, default=None,
+                   help="after this many seconds, print every thread's stack and exit (a hung run says where)")
     p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.watchdog:
+        import faulthandler
+
+        faulthandler.dump_traceback_later(args.watchdog, exit=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._probe:
