@@ -106,3 +106,31 @@ def test_a_failed_capture_falls_back_to_eager_steps(tiny_model, dataset, monkeyp
     eager, graphed = fit(tiny_model, cfg, dataset, False), fit(tiny_model, cfg, dataset, True)
     assert "CUDA graph capture failed (RuntimeError: operation not permitted" in capsys.readouterr().err
     assert_same_weights_and_history(eager, graphed)
+
+
+def test_bench_times_both_loops_and_compares_them(tiny_model):
+    import bench
+
+    images = bench.synthetic_images(n=200)
+    cpu = torch.device("cpu")
+    configs = [bench.Config("original", 50, "fp32", "eager"), bench.Config("ours", 50, "fp32", "eager")]
+    configs[0].runner = bench.OriginalLoop(images, 50, cpu, cfg=tiny_model)
+    configs[1].runner = bench.OurLoop(images, 50, cpu, model_cfg=tiny_model)
+    for c in configs:
+        assert c.runner.steps(6) == 6  # 6 steps cross an epoch of 4 batches: both loops wrap around
+        c.rounds = [bench.timed(c, 2, cpu)[0]]
+    assert configs[1].runner.trainer.step == 6 + 2
+    rows = bench.table(configs, cpu).splitlines()
+    assert rows[3].split()[:2] == ["original", "50"] and rows[3].split()[6] == "1.00"
+    assert rows[4].split()[:2] == ["ours", "50"]
+
+
+def test_bench_quality_runs_parse_into_train_configs():
+    import bench
+
+    name, cfg = bench.parse_run(bench.FAST, epochs=7)
+    assert name == "fast" and (cfg.batch_size, cfg.gen_lr, cfg.dis_lr, cfg.precision, cfg.epochs) == (
+        1000, 1.9e-3, 2.5e-3, "bf16", 7)
+    assert bench.parse_run("default", epochs=100)[1] == TrainConfig(epochs=100)
+    with pytest.raises(SystemExit, match="batchsize is not a TrainConfig field"):
+        bench.parse_run("typo:batchsize=5", epochs=1)
