@@ -11,8 +11,6 @@ AAE the *encoder* is the adversarial generator and the discriminator never sees 
     logits = discriminator(codes)    # [N, 2] -> [N], logits of "drawn from the prior"
 """
 
-import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -45,48 +43,24 @@ class ModelConfig:
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with the very same masks, drawn ~3x faster where torch draws them one by one.
+    """nn.Dropout with masks drawn from a quarter of the random numbers, on the CPU.
 
     On the CPU torch fills a dropout mask with a serial Bernoulli sampler (MKL's is used on Intel CPUs
-    only): two Mersenne-Twister words and ~10 ns per element, a fifth of a training step on 2 cores.
-    `random_()` on int64 takes the same two words per element in a tighter loop; comparing their low
-    53 bits with keep * 2^53 is exactly the sampler's `uniform < keep`. So the generator advances
-    the same and the masks, outputs and gradients are bit-identical to nn.Dropout's -- checked
-    against torch's own sampler once per process, falling back to nn.Dropout where they differ.
-
-    `exact = False` (the trainer's bf16 mode) trades that identity for speed: each 64-bit word
-    gives four 16-bit uniforms, so masks cost a quarter of the random numbers; keep probabilities
-    are rounded to 1/65536. Another random stream, the same distribution.
+    only): two Mersenne-Twister words per element, ~10 ns each, a fifth of a training step on 2 cores.
+    Here each 64-bit word of `random_()` gives four 16-bit uniforms, and an element is kept where its
+    uniform is below keep * 2^16 (rounded: 0.75 exactly, 0.8 as 0.800003). Same distribution and
+    scaling as nn.Dropout, another random stream from the same seeded generator. On other devices,
+    and in eval mode, it is nn.Dropout.
     """
-
-    exact = True
 
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == "cpu"):
             return super().forward(x)
         keep = 1 - self.p
-        if not self.exact:
-            words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits
-            uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)  # each in [-2^15, 2^15)
-            mask = uniform16 < round(keep * 2**16) - 2**15
-        elif _draws_like_bernoulli():
-            mask = _keep_mask(torch.empty_like(x, dtype=torch.int64).random_(), keep)
-        else:
-            return super().forward(x)
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits
+        uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)  # each in [-2^15, 2^15)
+        mask = uniform16 < round(keep * 2**16) - 2**15
         return x * mask.to(x.dtype).div_(keep)  # what nn.Dropout computes: x * (bernoulli(keep) / keep)
-
-
-def _keep_mask(words, keep):
-    """Bernoulli(keep) from random int64 words, as torch's sampler decides it: (low 53 bits) * 2^-53 < keep."""
-    return (words & (2**53 - 1)) < math.ceil(keep * 2.0**53)
-
-
-@functools.cache
-def _draws_like_bernoulli():
-    a, b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    reference = torch.empty(4096).bernoulli_(0.75, generator=a)
-    ours = _keep_mask(torch.empty(4096, dtype=torch.int64).random_(generator=b), 0.75).float()
-    return torch.equal(reference, ours) and torch.equal(a.get_state(), b.get_state())
 
 
 def mlp(sizes, dropout):

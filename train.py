@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import priors
-from models import Dropout, ModelConfig, build_models
+from models import ModelConfig, build_models
 
 FORMAT_VERSION = 1
 PHASES = ("reconstruction", "discriminator", "generator")
@@ -82,16 +82,18 @@ def reconstruction_phase(encoder, decoder, optimizer, x, autocast=nullcontext):
     return loss.detach()
 
 
-def discriminator_phase(encoder, discriminator, optimizer, x, z_prior, autocast=nullcontext):
+def discriminator_phase(encoder, discriminator, optimizer, x, z_prior, autocast=nullcontext, codes=None):
     """The discriminator takes one step on prior samples (label 1) against codes (label 0).
 
-    The codes are computed without gradient: this phase never changes the encoder. Prior samples
-    and codes share one forward pass. Returns the loss and the accuracy on this batch.
+    codes: encoder(x) when the caller has them (Trainer.train_step shares them with the generator
+    phase); otherwise they are computed here without gradient, as this phase never changes the
+    encoder. Prior samples and codes share one forward pass. Returns the loss and the accuracy.
     """
-    with torch.no_grad(), autocast():
-        z_code = encoder(x)
-    z = torch.cat([z_prior, z_code.to(z_prior.dtype)])  # [2N, latent]
-    target = torch.cat([torch.ones(len(z_prior), device=z.device), torch.zeros(len(z_code), device=z.device)])
+    if codes is None:
+        with torch.no_grad(), autocast():
+            codes = encoder(x)
+    z = torch.cat([z_prior, codes.detach().to(z_prior.dtype)])  # [2N, latent]
+    target = torch.cat([torch.ones(len(z_prior), device=z.device), torch.zeros(len(codes), device=z.device)])
     with autocast():
         logits = discriminator(z).float()
         loss = F.binary_cross_entropy_with_logits(logits, target)
@@ -102,16 +104,17 @@ def discriminator_phase(encoder, discriminator, optimizer, x, z_prior, autocast=
     return loss.detach(), accuracy
 
 
-def generator_phase(encoder, discriminator, optimizer, x, autocast=nullcontext):
+def generator_phase(encoder, discriminator, optimizer, x, autocast=nullcontext, codes=None):
     """The encoder takes one step towards codes the discriminator calls prior samples.
 
     Non-saturating loss -log D(E(x)) (Goodfellow et al. 2014). The discriminator's weights are
-    frozen for the backward, so no gradient is computed for them.
+    frozen for the backward, so no gradient is computed for them. codes: encoder(x) with its graph,
+    when the caller has them; otherwise the encoder runs here.
     """
     discriminator.requires_grad_(False)
     try:
         with autocast():
-            logits = discriminator(encoder(x)).float()
+            logits = discriminator(encoder(x) if codes is None else codes).float()
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,10 +195,6 @@ class Trainer:
         if train_cfg.precision == "bf16":
             # no weight-cast cache: each phase casts its weights once anyway, and a CUDA graph needs it off
             self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
-            for net in (self.encoder, self.decoder, self.discriminator):
-                for m in net.modules():
-                    if isinstance(m, Dropout):
-                        m.exact = False  # a quarter of the random numbers per CPU mask; see models.Dropout
         else:
             self.autocast = nullcontext
 
@@ -208,16 +207,23 @@ class Trainer:
         )
 
     def train_step(self, x, sums, z_prior=None):
-        """The three phases on one batch; adds each phase's loss to the on-device `sums`."""
-        enc, dis, synced = self.encoder, self.discriminator, self.synced
+        """The three phases on one batch; adds each phase's loss to the on-device `sums`.
+
+        The discriminator phase does not change the encoder, so both adversarial phases see the same
+        codes: one encoder forward (and one set of dropout masks) instead of two, ~7% of a step's work.
+        """
+        synced = self.synced
         sums[0] += reconstruction_phase(synced.encoder, synced.decoder, self.optimizers["reconstruction"], x,
                                         self.autocast)
         z_prior = self.sample_prior(len(x)) if z_prior is None else z_prior
-        d_loss, d_acc = discriminator_phase(enc, synced.discriminator, self.optimizers["discriminator"], x, z_prior,
-                                            self.autocast)
+        with self.autocast():
+            codes = synced.encoder(x)  # kept with its graph for the generator phase's backward
+        d_loss, d_acc = discriminator_phase(None, synced.discriminator, self.optimizers["discriminator"], x, z_prior,
+                                            self.autocast, codes=codes)
         sums[1] += d_loss
         sums[3] += d_acc
-        sums[2] += generator_phase(synced.encoder, dis, self.optimizers["generator"], x, self.autocast)
+        sums[2] += generator_phase(None, self.discriminator, self.optimizers["generator"], x, self.autocast,
+                                   codes=codes)
 
     def train_batch(self, train_images, index, sums):
         """train_step on train_images[index]: replayed as a CUDA graph when enabled and the batch is full."""

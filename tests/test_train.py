@@ -69,6 +69,29 @@ def test_generator_phase_steps_encoder_only(trainer, batch):
     assert all(p.requires_grad for p in trainer.discriminator.parameters())  # and unfrozen afterwards
 
 
+def test_shared_codes_make_the_same_adversarial_steps_as_the_phases_own(tiny_model, tiny_train, batch):
+    """train_step computes the codes once for both adversarial phases; with the same dropout masks
+    that is what each phase does on its own: the same discriminator step, the same encoder step."""
+    shared, alone = Trainer(tiny_model, tiny_train, "cpu"), Trainer(tiny_model, tiny_train, "cpu")
+    z_prior = shared.sample_prior(len(batch))
+    torch.manual_seed(5)  # the same masks: the encoder's, then the discriminator's, in both
+    codes = shared.encoder(batch)
+    d_shared = train.discriminator_phase(None, shared.discriminator, shared.optimizers["discriminator"], batch,
+                                         z_prior, codes=codes)
+    torch.manual_seed(5)
+    d_alone = train.discriminator_phase(alone.encoder, alone.discriminator, alone.optimizers["discriminator"], batch,
+                                        z_prior)
+    assert [t.item() for t in d_shared] == [t.item() for t in d_alone]
+    assert changed(snapshot(alone.discriminator), shared.discriminator) == set()
+    torch.manual_seed(6)  # the generator phase sees the codes of the shared forward: as if computed now
+    g_shared = train.generator_phase(None, shared.discriminator, shared.optimizers["generator"], batch,
+                                     codes=shared.encoder(batch))
+    torch.manual_seed(6)
+    g_alone = train.generator_phase(alone.encoder, alone.discriminator, alone.optimizers["generator"], batch)
+    assert g_shared.item() == g_alone.item()
+    assert changed(snapshot(alone.encoder), shared.encoder) == set()
+
+
 def test_generator_phase_pushes_codes_towards_what_discriminator_calls_prior(trainer, batch):
     trainer.encoder.eval(), trainer.discriminator.eval()  # no dropout: compare like with like
     before = trainer.discriminator(trainer.encoder(batch)).mean().item()
