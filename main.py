@@ -408,6 +408,9 @@ def train_command(argv):
         if mode_outputs.wanted(model_cfg, train_cfg):
             numbers, _ = mode_outputs.write_outputs(trainer, data, weights)
             say("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+    seconds, n = sum(row["seconds"] for row in trainer.history), len(trainer.history)
+    say(f"{n} epoch{'s' * (n != 1)}, {seconds:.1f} s in all ({seconds / n:.1f} s an epoch, "
+        f"test evaluation included); {utils.peak_memory(device)}")
     say(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
     return 0
 

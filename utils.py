@@ -46,6 +46,16 @@ def choose_device(name="auto"):
 # -- writing files atomically ---------------------------------------------------------------------
 
 
+def peak_memory(device):
+    """'peak memory: ...' of this process so far: resident set size, and the CUDA allocator's peak on a GPU."""
+    import resource
+
+    text = f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB resident"  # Linux: KiB
+    if torch.device(device).type == "cuda":
+        text += f", {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MB on the GPU"
+    return text
+
+
 def atomic_write(path, write):
     """Call write(file) on a temp file beside `path`, fsync it, then move it over `path`."""
     path = Path(path)

@@ -1,6 +1,7 @@
 """The command line: flags, user errors with their messages and exit codes, and whole runs."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,6 +117,8 @@ def test_one_epoch_through_main_py_writes_everything(idx_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "epoch   1/1" in result.stdout
+    summary = re.search(r"1 epoch, ([\d.]+) s in all .*peak memory: ([\d,]+) MB resident", result.stdout)
+    assert summary and float(summary[1]) > 0 and 100 < int(summary[2].replace(",", "")) < 100_000, result.stdout
     for name in ("aae.pt", "log.csv", "interpolation.png", "samples.png", "reconstructions.png", "losses.png",
                  "samples/epoch_001.png"):
         assert (weights / name).is_file(), name
