@@ -178,8 +178,8 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
         self.prior_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 2 + RANK_SEED_STRIDE * rank)
         # The modules each phase trains, through DDP when several processes train: it averages their
-        # gradients during the backward. Forwards that need no gradient average (the encoder under no_grad
-        # in the discriminator phase, the frozen discriminator in the generator phase) use the bare modules.
+        # gradients during the backward. The frozen discriminator of the generator phase, whose weights get
+        # no gradient, is the bare module.
         self.synced = SimpleNamespace(encoder=self.encoder, decoder=self.decoder, discriminator=self.discriminator)
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
