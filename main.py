@@ -144,9 +144,9 @@ def build_parser():
     p.add_argument("--batch_size", type=positive_int, default=100, help="images per step (default: 100, the paper's)")
     p.add_argument("--gen_lr", type=positive_float, default=6e-4,
                    help="Adam learning rate of the reconstruction phase: encoder + decoder (default: 6e-4)")
-    p.add_argument("--dis_lr", type=positive_float, default=8e-4,
+    p.add_argument("--dis_lr", type=positive_float, default=2e-4,
                    help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
-                        "as generator (default: 8e-4)")
+                        "as generator (default: 2e-4; the original's 8e-4 lets the discriminator die)")
     p.add_argument("--latent_dim", type=at_most(784, "the pixels of an image"), default=8,
                    help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,

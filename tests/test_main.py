@@ -45,7 +45,7 @@ def test_original_flags_and_defaults():
     args = parse("--directory", "d", "--epochs", "3", "--batch_size", "16", "--gen_lr", "1e-3", "--dis_lr", "2e-3")
     assert (args.directory, args.epochs, args.batch_size, args.gen_lr, args.dis_lr) == ("d", 3, 16, 1e-3, 2e-3)
     d = parse()
-    assert (d.epochs, d.batch_size, d.gen_lr, d.dis_lr, d.latent_dim, d.prior_std) == (100, 100, 6e-4, 8e-4, 8, 5.0)
+    assert (d.epochs, d.batch_size, d.gen_lr, d.dis_lr, d.latent_dim, d.prior_std) == (100, 100, 6e-4, 2e-4, 8, 5.0)
     assert (d.dataset, d.weights, d.device, d.seed, d.resume) == ("mnist", "weights", "auto", 0, False)
 
 

@@ -100,7 +100,7 @@ def test_resume_through_main_continues_exactly_with_the_saved_sizes(weights, dat
         (["--batch_size", "10"], ["--batch_size 10 (checkpoint: 50)"]),
         (["--seed", "7"], ["--seed 7 (checkpoint: 0)"]),
         (["--gen_lr", "1e-3", "--dis_lr", "1e-3"], ["--gen_lr 0.001 (checkpoint: 0.0006)",
-                                                    "--dis_lr 0.001 (checkpoint: 0.0008)"]),
+                                                    "--dis_lr 0.001 (checkpoint: 0.0002)"]),
     ],
 )
 def test_resume_refuses_flags_that_contradict_the_checkpoint(weights, flags, named, capsys):
