@@ -128,7 +128,8 @@ def test_bench_quality_runs_parse_into_train_configs():
 
     name, cfg = bench.parse_run(bench.FAST, epochs=7)
     assert name == "fast" and (cfg.batch_size, cfg.gen_lr, cfg.dis_lr, cfg.precision, cfg.epochs) == (
-        1000, 1.9e-3, 2.5e-3, "bf16", 7)
+        100, 6e-4, 2e-4, "bf16", 30)  # its own epochs, not the default's
+    assert bench.parse_run("original:dis_lr=8e-4", epochs=7)[1] == TrainConfig(epochs=7, dis_lr=8e-4)
     assert bench.parse_run("default", epochs=100)[1] == TrainConfig(epochs=100)
     with pytest.raises(SystemExit, match="batchsize is not a TrainConfig field"):
         bench.parse_run("typo:batchsize=5", epochs=1)
