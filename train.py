@@ -45,8 +45,8 @@ class TrainConfig:
     batch_size: int = 100
     gen_lr: float = 6e-4  # reconstruction phase: Adam on encoder + decoder (the original's value)
     # Discriminator phase, and the encoder's generator phase. The original's 8e-4 kills the discriminator on
-    # Fashion-MNIST (its ReLUs die: 70% of the second layer's by epoch 12, all of them by epoch ~57) and
-    # costs reconstruction; 2e-4 kept 74% of those units alive at epoch 23 (README "Why these defaults").
+    # Fashion-MNIST (71% of its second layer's ReLUs dead by epoch 12; from epoch 57 it gave every code the
+    # same logit) and costs reconstruction; at 2e-4, 37% dead at epoch 30 (docs/defaults.md).
     dis_lr: float = 2e-4
     adam_beta1: float = 0.5  # see README "Why these defaults": 0.9 lets the codes collapse
     prior: str = "gaussian"
