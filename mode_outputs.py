@@ -45,6 +45,9 @@ def mode_metrics(trainer, data):
             train_pred = predict_category(trainer.encoder, train.images)
             out["test_cluster_error"] = 1 - metrics.cluster_accuracy(test_pred, test.labels, train_pred, train.labels)
             out["clusters_used"] = int(test_pred.unique().numel())
+        # does the style code still say the class? near 1 / n_classes means no (§5)
+        out["style_knn_accuracy"] = metrics.knn_accuracy(codes_of(trainer.encoder, train.images), train.labels,
+                                                         codes_of(trainer.encoder, test.images), test.labels)
         if m.mode == "dim_reduction":
             out["knn_accuracy_2d"] = metrics.knn_accuracy(representation(trainer, train.images), train.labels,
                                                           representation(trainer, test.images), test.labels)

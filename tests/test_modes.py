@@ -137,7 +137,8 @@ def test_each_mode_trains_and_writes_its_number_and_picture(case, dataset, tmp_p
     saved = json.loads((tmp_path / mode_outputs.METRICS_NAME).read_text())
     assert saved == numbers and saved["mode"] == model_cfg.mode and saved["epochs"] == 2
     assert 0 <= saved[number] <= 1 or number == "mmd_to_prior" and math.isfinite(saved[number])
-    assert 0 < saved["test_recon_bce"] < 600
+    # 8 steps of 32-unit nets: near the 543 nats of an all-grey image at best; a broken decoder gives thousands
+    assert 0 < saved["test_recon_bce"] < 1000
     assert picture in saved["pictures"] and (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
     assert {p.name for p in pictures} == set(saved["pictures"])
 
