@@ -12,10 +12,14 @@ ModelConfig.mode (and label_discriminator) picks the model; main.py's --mode etc
   unsupervised     the plain AAE of train.py. With label_discriminator (§2.3, Figs. 3-4) the
                    discriminator also sees a one-hot label with an extra "unlabelled" slot, and prior
                    draws come from the label's mixture component / swiss-roll segment.
-  supervised       (§4, Fig. 7) the decoder gets [one-hot label, code], so the code keeps only style.
-  semi_supervised  (§5, Table 2) the encoder outputs a category y (softmax; categorical prior) and a
-                   style z (the --prior), each with its own discriminator, plus a cross-entropy phase
-                   on the labelled subset.
+  supervised       (§4, Fig. 7) the decoder gets [one-hot label, code], so the code keeps only style;
+                   the discriminator sees [code, one-hot label] (ours: the paper's sees the code).
+  semi_supervised  (§5, Table 2) the encoder outputs a category y (categorical prior) and a style z
+                   (the --prior), each with its own discriminator, plus a cross-entropy phase on the
+                   labelled subset. Ours, not the paper's: y is the one-hot of q(y|x)'s argmax with the
+                   softmax's gradient, y's generator phase also spreads each batch over the categories,
+                   and z's discriminator sees [z, y] (CategoricalEncoder, category_generator_phase,
+                   ModeTrainer.categorical_step).
   clustering       (§6, Table 3) semi_supervised with `clusters` categories and no labels at all.
   dim_reduction    (§7) as semi_supervised (or clustering with labels=0), but the decoder reads
                    the representation W y + z: learned cluster heads W plus the style.
@@ -216,7 +220,10 @@ def networks_for(model_cfg, train_config):
     if model_cfg.mode == "supervised":
         encoder, decoder, _ = build_models(model_cfg)
         return encoder, decoder, Discriminator(model_cfg, model_cfg.latent_dim + model_cfg.n_classes)
-    return build_mode_models(model_cfg, categories(model_cfg, train_config_from(train_config)))[:3]
+    train_cfg = train_config_from(train_config)
+    nets = build_mode_models(model_cfg, categories(model_cfg, train_cfg),
+                             style_sees_category=reads_labels(model_cfg, train_cfg))
+    return nets[:3]
 
 
 def train_config_from(saved):
@@ -225,14 +232,16 @@ def train_config_from(saved):
     return TrainConfig(**{k: v for k, v in saved.items() if k in names})
 
 
-def build_mode_models(cfg, n_categories, head_scale=1.0):
-    """Encoder, decoder, style discriminator (it reads [z, y]) and category discriminator of a categorical mode."""
+def build_mode_models(cfg, n_categories, head_scale=1.0, style_sees_category=False):
+    """Encoder, decoder, style discriminator and category discriminator of a categorical mode. The style
+    discriminator reads [z, y] where style_sees_category (the modes that read labels), else z."""
     encoder = CategoricalEncoder(cfg, n_categories, hard=cfg.mode != "dim_reduction")
     if cfg.mode == "dim_reduction":
         decoder = HeadsDecoder(cfg, n_categories, head_scale)
     else:
         decoder = Decoder(cfg, n_categories + cfg.latent_dim)
-    return encoder, decoder, Discriminator(cfg, cfg.latent_dim + n_categories), Discriminator(cfg, n_categories)
+    style_in = cfg.latent_dim + (n_categories if style_sees_category else 0)
+    return encoder, decoder, Discriminator(cfg, style_in), Discriminator(cfg, n_categories)
 
 
 # -- the extra phases -----------------------------------------------------------------------------
@@ -323,7 +332,7 @@ class ModeTrainer(Trainer):
                         m.exact = False
         if categorical:
             head_scale = style_std(train_cfg, model_cfg.latent_dim) if model_cfg.mode == "dim_reduction" else 1.0
-            nets = build_mode_models(model_cfg, self.n_categories, head_scale)
+            nets = build_mode_models(model_cfg, self.n_categories, head_scale, style_sees_category=self.reads_labels)
             self.encoder, self.decoder, self.discriminator, self.discriminator_y = (m.to(self.device) for m in nets)
             self.synced = SimpleNamespace(encoder=self.encoder, decoder=self.decoder, discriminator=self.discriminator)
             if train_cfg.precision == "bf16":  # as Trainer does for the plain networks
@@ -435,15 +444,19 @@ class ModeTrainer(Trainer):
         sums[0] += reconstruction_phase(enc, self.decoder, opt["reconstruction"], x, ac)
         z_prior = self.sample_style(len(x))
         y_prior = priors.categorical(len(x), self.n_categories, generator=self.prior_rng, device=self.device)
-        # the style discriminator sees [z, y] against [prior z, prior y], drawn independently: each
-        # category's styles must look like the prior, so the style cannot say the category (§5, Fig. 8)
-        both = enc.style_and_category
-        d_loss, d_acc = discriminator_phase(both, self.discriminator, opt["discriminator"], x,
-                                            torch.cat([z_prior, y_prior], 1), ac)
+        # Where labels train y, the style discriminator sees [z, y] against [prior z, prior y] drawn
+        # independently: each category's styles must look like the prior, so the style cannot say the
+        # category. Semi-supervised test error 11.0 % -> 7.1 % (mnist-sample, 1000 labels, 10 epochs).
+        # Clustering, whose y means nothing at first, did worse with it (54.9 % error against 47.4 %).
+        if self.reads_labels:
+            style, z_prior = enc.style_and_category, torch.cat([z_prior, y_prior], 1)
+        else:
+            style = enc.style
+        d_loss, d_acc = discriminator_phase(style, self.discriminator, opt["discriminator"], x, z_prior, ac)
         dy_loss, dy_acc = discriminator_phase(enc.one_hot, self.discriminator_y, opt["discriminator_y"], x, y_prior, ac)
         sums[1] += d_loss
         sums[3] += d_acc
-        sums[2] += generator_phase(both, self.discriminator, opt["generator"], x, ac)
+        sums[2] += generator_phase(style, self.discriminator, opt["generator"], x, ac)
         side = {"disc_y_loss": dy_loss, "disc_y_accuracy": dy_acc,
                 "gen_y_loss": category_generator_phase(enc, self.discriminator_y, opt["generator_y"], x, ac)}
         if self.reads_labels:
