@@ -540,7 +540,12 @@ def load_mode(weights, device, dataset=None, directory=None):
     import utils
     from data import load_dataset
 
-    trainer = modes.load_trainer(weights, device=device)
+    try:
+        trainer = modes.load_trainer(weights, device=device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # shapes were checked; the rest
+        detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+        raise utils.CheckpointError(f"{utils.checkpoint_path(weights)} holds a --mode model whose state cannot be "
+                                    f"loaded ({detail}); the file is damaged or from another version") from None
     for net in (trainer.encoder, trainer.decoder):
         net.eval()
     tc = trainer.cfg

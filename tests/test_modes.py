@@ -453,3 +453,19 @@ def test_the_plain_aae_leaves_its_outputs_to_evaluate_and_draw():
     assert mode_outputs.wanted(ModelConfig(), TrainConfig(prior="uniform"))
     assert mode_outputs.wanted(ModelConfig(encoder="universal"), TrainConfig())
     assert mode_outputs.wanted(ModelConfig(mode="clustering"), TrainConfig())
+
+
+def test_a_mode_checkpoint_without_its_state_gets_one_line(idx_dir, tmp_path, capsys):
+    import utils
+
+    weights = tmp_path / "w"
+    assert main.main(["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--epochs", "1",
+                      "--threads", "1", "--mode", "clustering", "--weights", str(weights)]) == 0
+    ckpt = torch.load(weights / utils.CHECKPOINT_NAME, weights_only=True)
+    del ckpt["discriminator_y"]
+    utils.save_checkpoint(ckpt, weights / utils.CHECKPOINT_NAME)
+    capsys.readouterr()
+    for command in ("draw", "evaluate"):
+        assert main.main([command, "--weights", str(weights)]) == 1
+        err = capsys.readouterr().err
+        assert "cannot be loaded (missing 'discriminator_y')" in err and err.count("\n") == 1
