@@ -193,7 +193,8 @@ def build_parser():
 def build_draw_parser():
     p = Parser(prog="main.py draw", description="Draw pictures from a trained checkpoint.")
     p.add_argument("what", nargs="*", metavar="PICTURE",
-                   help=f"which pictures: {', '.join(PICTURES)} (default: all)")
+                   help=f"which pictures: {', '.join(PICTURES)}; of a --mode checkpoint: all, mode (its own: "
+                        "style grid, cluster heads, 2-D map), samples, reconstructions, losses (default: all)")
     p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
@@ -320,8 +321,9 @@ def train_command(argv):
         ckpt = utils.load_checkpoint(source)
         args = merge_resume(args, explicit_flags(parser, argv), ckpt)
     modes.check_configs(*configs_from(args))  # options that contradict each other: refused before any work
-    if args.eval_every and args.mode != "unsupervised":
-        raise UsageError(f"--eval_every measures the plain AAE; --mode {args.mode} logs its own test figures every epoch")
+    if under_torchrun() and (args.mode != "unsupervised" or args.label_discriminator):
+        what = "--label_discriminator" if args.mode == "unsupervised" else f"--mode {args.mode}"
+        raise UsageError(f"{what} trains in one process: run it with python main.py, not torchrun")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = utils.choose_device(args.device)
@@ -378,6 +380,8 @@ def train_command(argv):
 
         def evaluate_epoch(t):
             if t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs:
+                if model_cfg.mode != "unsupervised":  # its own numbers (mode_metrics.json's)
+                    return {k: v for k, v in mode_outputs.mode_metrics(t, data).items() if k != "test_recon_bce"}
                 return evaluate.evaluate_trainer(t, data)
 
     stop = StopFlag()
@@ -413,6 +417,12 @@ def train_command(argv):
         f"test evaluation included); {utils.peak_memory(device)}")
     say(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
     return 0
+
+
+def under_torchrun():
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def join_torchrun(device):
@@ -487,14 +497,23 @@ def draw_command(argv):
     parser = build_draw_parser()
     args = parser.parse_args(argv)
     args.what = args.what or ["all"]
-    unknown = [w for w in args.what if w not in PICTURES]
+    import mode_outputs
+
+    known = dict.fromkeys(PICTURES + mode_outputs.PICTURES)
+    unknown = [w for w in args.what if w not in known]
     if unknown:
-        parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(PICTURES)}")
+        parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(known)}")
     import utils
     from data import load_dataset
 
     device = utils.choose_device(args.device)
-    refuse_other_modes(args.weights, "draw")
+    mode = checkpoint_mode(args.weights)
+    allowed = PICTURES if mode == "unsupervised" else mode_outputs.PICTURES
+    if any(w not in allowed for w in args.what):
+        wrong = next(w for w in args.what if w not in allowed)
+        raise UsageError(f"a --mode {mode} checkpoint has no {wrong!r} picture; choose from {', '.join(allowed)}")
+    if mode != "unsupervised":
+        return draw_mode_command(args, device)
     trained = utils.load_models(args.weights, device=device)
     tc = trained.train_config
     directory = args.directory or tc.get("directory", "data")
@@ -510,14 +529,43 @@ def draw_command(argv):
     return 0
 
 
-def refuse_other_modes(weights, command):
-    """draw and evaluate know the plain AAE's networks only (the label discriminator's too)."""
+def checkpoint_mode(weights):
+    """The --mode a checkpoint was trained with. "unsupervised" (the label discriminator's and the other
+    priors' and encoders' too) has the plain networks of utils.load_models; the others are modes.py's."""
     import utils
 
-    mode = utils.load_checkpoint(weights)["model_config"].get("mode", "unsupervised")
-    if mode != "unsupervised":
-        raise UsageError(f"{command} does not handle --mode {mode} models yet; training wrote their pictures "
-                         "and mode_metrics.json into its --weights folder")
+    return utils.load_checkpoint(weights)["model_config"].get("mode", "unsupervised")
+
+
+def load_mode(weights, device, dataset=None, directory=None):
+    """A --mode checkpoint's trainer (networks in eval mode) and the data it was trained on."""
+    import modes
+    import utils
+    from data import load_dataset
+
+    try:
+        trainer = modes.load_trainer(weights, device=device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # shapes were checked; the rest
+        detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+        raise utils.CheckpointError(f"{utils.checkpoint_path(weights)} holds a --mode model whose state cannot be "
+                                    f"loaded ({detail}); the file is damaged or from another version") from None
+    for net in (trainer.encoder, trainer.decoder):
+        net.eval()
+    tc = trainer.cfg
+    data = load_dataset(dataset or tc.dataset, directory or tc.directory, download=False)
+    return trainer, data, utils.checkpoint_path(weights)
+
+
+def draw_mode_command(args, device):
+    import mode_outputs
+    import utils
+
+    trainer, data, checkpoint = load_mode(args.weights, device, directory=args.directory)
+    out = Path(args.out) if args.out else checkpoint.parent
+    utils.check_writable(out, "--out")
+    for path in mode_outputs.draw(trainer, data, out, args.what, seed=args.seed):
+        print(path)
+    return 0
 
 
 def evaluate_command(argv):
@@ -530,7 +578,18 @@ def evaluate_command(argv):
 
     started = time.perf_counter()
     device = utils.choose_device(args.device)
-    refuse_other_modes(args.weights, "evaluate")
+    if checkpoint_mode(args.weights) != "unsupervised":
+        import mode_outputs
+
+        trainer, data, checkpoint = load_mode(args.weights, device, args.dataset, args.directory)
+        out = Path(args.out) if args.out else checkpoint.parent
+        utils.check_writable(out, "--out")
+        numbers, paths = mode_outputs.write_report(trainer, data, out, checkpoint, seed=args.seed)
+        print(", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+        for path in paths:
+            print(path)
+        print(f"evaluated in {time.perf_counter() - started:.1f} s")
+        return 0
     trained = utils.load_models(args.weights, device=device)
     tc = trained.train_config
     data = load_dataset(args.dataset or tc.get("dataset", "mnist"), args.directory or tc.get("directory", "data"))

@@ -168,7 +168,7 @@ def check_fits(path, ckpt):
     try:
         with torch.device("meta"):
             cfg = model_config_from(ckpt)
-            if cfg.mode in ("semi_supervised", "clustering", "dim_reduction"):  # their networks are modes.py's
+            if cfg.mode in ("supervised", "semi_supervised", "clustering", "dim_reduction"):  # modes.py's networks
                 import modes  # lazy: modes sits above utils
 
                 nets = modes.networks_for(cfg, ckpt.get("train_config", {}))
