@@ -144,9 +144,10 @@ def build_parser():
     p.add_argument("--batch_size", type=positive_int, default=100, help="images per step (default: 100, the paper's)")
     p.add_argument("--gen_lr", type=positive_float, default=6e-4,
                    help="Adam learning rate of the reconstruction phase: encoder + decoder (default: 6e-4)")
-    p.add_argument("--dis_lr", type=positive_float, default=2e-4,
+    p.add_argument("--dis_lr", type=positive_float, default=None,
                    help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
-                        "as generator (default: 2e-4; the original's 8e-4 lets the discriminator die)")
+                        "as generator (default: 2e-4, where the original's 8e-4 lets the discriminator die; 8e-4 with "
+                        "--mode or --label_discriminator, as they were tuned)")
     p.add_argument("--latent_dim", type=at_most(784, "the pixels of an image"), default=8,
                    help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,
@@ -254,12 +255,16 @@ class StopFlag:
 
 def configs_from(args):
     from models import ModelConfig
+    from modes import default_dis_lr
     from train import TrainConfig
 
+    values = dict(vars(args))
+    if values.get("dis_lr") is None:  # not typed (nor brought in by --resume): the model's own default
+        values["dis_lr"] = default_dis_lr(args.mode, args.label_discriminator)
     model_names = {f.name for f in fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in vars(args).items() if k in model_names})
+    model_cfg = ModelConfig(**{k: v for k, v in values.items() if k in model_names})
     names = {f.name for f in fields(TrainConfig)}
-    train_cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in names})
     return model_cfg, train_cfg
 
 

@@ -41,11 +41,26 @@ def test_download_flag(argv, expected):
     assert parse(*argv).download is expected
 
 
+@pytest.mark.parametrize(
+    "flags, dis_lr",
+    [
+        ([], 2e-4),
+        (["--mode", "clustering"], 8e-4),  # the rate the paper's other models were tuned at
+        (["--mode", "supervised"], 8e-4),
+        (["--label_discriminator", "--prior", "mixture", "--latent_dim", "2"], 8e-4),
+        (["--mode", "clustering", "--dis_lr", "3e-4"], 3e-4),  # typed: as typed
+    ],
+)
+def test_discriminator_rate_defaults_to_the_models_own(flags, dis_lr):
+    assert main.configs_from(parse(*flags))[1].dis_lr == dis_lr
+
+
 def test_original_flags_and_defaults():
     args = parse("--directory", "d", "--epochs", "3", "--batch_size", "16", "--gen_lr", "1e-3", "--dis_lr", "2e-3")
     assert (args.directory, args.epochs, args.batch_size, args.gen_lr, args.dis_lr) == ("d", 3, 16, 1e-3, 2e-3)
     d = parse()
-    assert (d.epochs, d.batch_size, d.gen_lr, d.dis_lr, d.latent_dim, d.prior_std) == (100, 100, 6e-4, 2e-4, 8, 5.0)
+    assert (d.epochs, d.batch_size, d.gen_lr, d.latent_dim, d.prior_std) == (100, 100, 6e-4, 8, 5.0)
+    assert d.dis_lr is None and main.configs_from(d)[1].dis_lr == 2e-4  # the plain AAE's default
     assert (d.dataset, d.weights, d.device, d.seed, d.resume) == ("mnist", "weights", "auto", 0, False)
 
 
