@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import priors
-from models import ENCODERS, MODES, Decoder, Discriminator, Dropout, build_models, mlp
+from models import ENCODERS, MODES, Decoder, Discriminator, build_models, mlp
 from train import (NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, generator_phase,
                    reconstruction_phase)
 
