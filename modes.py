@@ -40,7 +40,7 @@ from torch import nn
 
 import priors
 from models import ENCODERS, MODES, Decoder, Discriminator, build_models, mlp
-from train import (NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, generator_phase,
+from train import (NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, frozen, generator_phase,
                    reconstruction_phase)
 
 CATEGORICAL = ("semi_supervised", "clustering", "dim_reduction")
@@ -278,8 +278,7 @@ def category_generator_phase(encoder, discriminator, optimizer, x, autocast=null
     batch spreads its probability evenly over the K categories, and grows as the batch gathers in
     fewer. Returns the total loss.
     """
-    discriminator.requires_grad_(False)
-    try:
+    with frozen(discriminator):
         with autocast():
             probs = encoder.category(x).float()  # [N, K]
             logits = discriminator(straight_through(probs)).float()
@@ -289,8 +288,6 @@ def category_generator_phase(encoder, discriminator, optimizer, x, autocast=null
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    finally:
-        discriminator.requires_grad_(True)
     return loss.detach()
 
 

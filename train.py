@@ -20,7 +20,7 @@ import math
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
@@ -114,17 +114,24 @@ def generator_phase(encoder, discriminator, optimizer, x, autocast=nullcontext, 
     frozen for the backward, so no gradient is computed for them. codes: encoder(x) with its graph,
     when the caller has them; otherwise the encoder runs here.
     """
-    discriminator.requires_grad_(False)
-    try:
+    with frozen(discriminator):
         with autocast():
             logits = discriminator(encoder(x) if codes is None else codes).float()
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    finally:
-        discriminator.requires_grad_(True)
     return loss.detach()
+
+
+@contextmanager
+def frozen(module):
+    """module's weights get no gradient inside (a generator phase's backward), and do again after."""
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        module.requires_grad_(True)
 
 
 def adam(params, lr, beta1, device, capturable=False):
