@@ -40,6 +40,7 @@ from torch import nn
 import train
 from models import ModelConfig
 from train import Interrupted, Trainer, TrainConfig
+from utils import rss_mb
 
 N_IMAGES = 60_000
 LATENT = ModelConfig().latent_dim
@@ -260,13 +261,6 @@ def measure(configs, images, device, rounds, round_seconds, log):
 
 
 # -- memory of a full-size run on the CPU: one fresh process per loop --------------------------------
-
-
-def rss_mb(field="VmRSS"):
-    """This process's resident memory (VmRSS) or its peak so far (VmHWM), in MB. Not getrusage's
-    ru_maxrss: Linux carries that over from the parent through fork and exec."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def probe(spec, threads):

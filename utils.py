@@ -46,11 +46,19 @@ def choose_device(name="auto"):
 # -- writing files atomically ---------------------------------------------------------------------
 
 
+def rss_mb(field="VmRSS"):
+    """This process's resident memory (VmRSS) or its peak so far (VmHWM), in MB (Linux). Not getrusage's
+    ru_maxrss: Linux carries that over from the parent through fork and exec."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
 def peak_memory(device):
     """'peak memory: ...' of this process so far: resident set size, and the CUDA allocator's peak on a GPU."""
-    import resource
-
-    text = f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB resident"  # Linux: KiB
+    try:
+        text = f"peak memory: {rss_mb('VmHWM'):,.0f} MB resident"
+    except OSError:  # no /proc: not Linux
+        text = "peak memory: resident size not known here"
     if torch.device(device).type == "cuda":
         text += f", {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MB on the GPU"
     return text
