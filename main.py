@@ -67,6 +67,16 @@ def positive_float(text):
     return value
 
 
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value + 0.0  # -0 -> 0
+
+
 def at_most(most, why):
     """positive_int with an upper bound: past it a run would only exhaust memory or threads."""
 
@@ -148,6 +158,9 @@ def build_parser():
                    help="Adam learning rate of the regularisation phases: the discriminator, and the encoder "
                         "as generator (default: 2e-4, where the original's 8e-4 lets the discriminator die; 8e-4 with "
                         "--mode or --label_discriminator, as they were tuned)")
+    p.add_argument("--lr_decay", choices=("none", "cosine"), default="none",
+                   help="learning-rate schedule: none (constant), or cosine: every rate falls along a half "
+                        "cosine to near zero in the last epoch (default: none)")
     p.add_argument("--latent_dim", type=at_most(784, "the pixels of an image"), default=8,
                    help="size of the code (default: 8)")
     p.add_argument("--prior_std", type=positive_float, default=5.0,
@@ -170,6 +183,9 @@ def build_parser():
                         "from --seed) or -1 for all (default: -1)")
     p.add_argument("--classification_lr", type=positive_float, default=3e-3,
                    help="Adam learning rate of the cross-entropy phase on labelled batches (default: 3e-3)")
+    p.add_argument("--balance_weight", type=non_negative_float, default=1.0,
+                   help="semi_supervised, clustering, dim_reduction: weight of the term that keeps a batch spread "
+                        "over the categories (ours, not the paper's; 0 = the paper's loss) (default: 1)")
     p.add_argument("--clusters", type=positive_int, default=16,
                    help="clustering (and dim_reduction with --labels 0): categories of y (default: 16, the paper's)")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds weights, shuffling, dropout and prior draws")

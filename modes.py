@@ -50,10 +50,6 @@ SELECT_SEED, LABEL_BATCH_SEED = 3, 4
 # dim_reduction: cluster heads are pushed at least this many style-prior stds apart (the paper's
 # threshold; the value is ours), so the style blobs around them (~3 std radius) barely overlap.
 HEAD_MARGIN = 6.0
-# Weight of the category's balance term (category_generator_phase): log K - H(batch mean of q(y|x)).
-# Without it every image went to one or two categories (clustering, mnist-sample: 80.3 % error, 2 of
-# 16 clusters used); with 1.0, 55.4 % and all 16 (README, "The paper's other models").
-BALANCE_WEIGHT = 1.0
 # The discriminators' Adam rate (--dis_lr) when none is given, for every model but the plain AAE: the rate
 # the modes and the label discriminator were tuned and measured at (README). The plain AAE's 2e-4 let the
 # tests' tiny clustering runs collapse to one category in 3 of 4 seeds (8e-4: 2 to 7 of 12 categories
@@ -268,7 +264,7 @@ def classification_phase(encoder, optimizer, x, labels, autocast=nullcontext):
     return loss.detach()
 
 
-def category_generator_phase(encoder, discriminator, optimizer, x, autocast=nullcontext, balance=BALANCE_WEIGHT):
+def category_generator_phase(encoder, discriminator, optimizer, x, autocast=nullcontext, balance=1.0):
     """The encoder takes one step towards one-hot codes y the category discriminator calls prior draws,
     plus `balance` * (log K - entropy of the batch's mean q(y|x)).
 
@@ -458,7 +454,8 @@ class ModeTrainer(Trainer):
         sums[3] += d_acc
         sums[2] += generator_phase(style, self.discriminator, opt["generator"], x, ac)
         side = {"disc_y_loss": dy_loss, "disc_y_accuracy": dy_acc,
-                "gen_y_loss": category_generator_phase(enc, self.discriminator_y, opt["generator_y"], x, ac)}
+                "gen_y_loss": category_generator_phase(enc, self.discriminator_y, opt["generator_y"], x, ac,
+                                                       self.cfg.balance_weight)}
         if self.reads_labels:
             images, labels = self.labelled
             pick = torch.randint(len(labels), (min(self.cfg.batch_size, len(labels)),), generator=self.label_rng)

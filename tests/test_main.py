@@ -64,6 +64,12 @@ def test_original_flags_and_defaults():
     assert (d.dataset, d.weights, d.device, d.seed, d.resume) == ("mnist", "weights", "auto", 0, False)
 
 
+def test_schedule_and_balance_flags_reach_the_training_config():
+    assert (main.configs_from(parse())[1].lr_decay, main.configs_from(parse())[1].balance_weight) == ("none", 1.0)
+    cfg = main.configs_from(parse("--lr_decay", "cosine", "--balance_weight", "0"))[1]
+    assert (cfg.lr_decay, cfg.balance_weight) == ("cosine", 0.0)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -81,6 +87,9 @@ def test_original_flags_and_defaults():
         (["--download", "maybe"], "--download: expected True/False"),
         (["--prior_std", "0"], "--prior_std: must be a finite number > 0"),
         (["--latent_dim", "0"], "--latent_dim: must be at least 1"),
+        (["--lr_decay", "step"], "--lr_decay: invalid choice"),
+        (["--balance_weight", "-1"], "--balance_weight: must be a finite number >= 0"),
+        (["--balance_weight", "nan"], "--balance_weight: must be a finite number >= 0"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )

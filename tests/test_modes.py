@@ -246,7 +246,7 @@ def batch_entropy(encoder, x):
     return float(-(mean * mean.log()).sum())
 
 
-@pytest.mark.parametrize("balance", [0.0, modes.BALANCE_WEIGHT])
+@pytest.mark.parametrize("balance", [0.0, TrainConfig.balance_weight])
 def test_balance_term_spreads_a_batch_gathered_in_one_category(balance, dataset):
     x = train.as_float(dataset.train.images[:100])
     t = collapsed_encoder(dataset)
@@ -474,3 +474,13 @@ def test_a_mode_checkpoint_without_its_state_gets_one_line(idx_dir, tmp_path, ca
         assert main.main([command, "--weights", str(weights)]) == 1
         err = capsys.readouterr().err
         assert "cannot be loaded (missing 'discriminator_y')" in err and err.count("\n") == 1
+
+
+def test_the_configured_balance_weight_reaches_the_category_phase(dataset, monkeypatch):
+    seen = []
+    real = modes.category_generator_phase
+    monkeypatch.setattr(modes, "category_generator_phase", lambda *a, **k: seen.append(a[5:]) or real(*a, **k))
+    model_cfg, train_cfg = configs("clustering", balance_weight=0.25)
+    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t.categorical_step(train.as_float(dataset.train.images[:50]), torch.zeros(4, dtype=torch.float64))
+    assert seen == [(0.25,)]

@@ -116,6 +116,7 @@ def assert_same_run(a, b):
         for pid, state in opt["state"].items():
             for k, v in state.items():
                 assert torch.equal(v, sb["optimizers"][name]["state"][pid][k]), f"{name} optimiser {pid}.{k}"
+        assert [g["lr"] for g in opt["param_groups"]] == [g["lr"] for g in sb["optimizers"][name]["param_groups"]]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(a.history) == strip(b.history)
     assert a.step == b.step and a.epoch == b.epoch
@@ -151,8 +152,9 @@ def test_train_save_resume_equals_uninterrupted(tiny_model, tiny_train, dataset)
     assert_same_run(full, resumed)
 
 
-def test_interrupt_mid_epoch_resumes_exactly(tiny_model, tiny_train, dataset):
-    cfg = replace(tiny_train, epochs=3)
+@pytest.mark.parametrize("lr_decay", ["none", "cosine"])
+def test_interrupt_mid_epoch_resumes_exactly(tiny_model, tiny_train, dataset, lr_decay):
+    cfg = replace(tiny_train, epochs=3, lr_decay=lr_decay)
     full = run(tiny_model, cfg, dataset)
     saved = []
     t = Trainer(tiny_model, cfg, "cpu")
@@ -205,3 +207,40 @@ def test_bf16_autocast_trains(tiny_model, tiny_train, dataset):
     t.fit(dataset, log=lambda line: None)
     assert math.isfinite(t.history[0]["test_recon_bce"])
     assert t.encoder.net[0].weight.dtype == torch.float32  # weights stay fp32 under autocast
+
+
+def test_cosine_factor_falls_from_one_to_near_zero():
+    factors = [train.lr_factor("cosine", e, 30) for e in range(30)]
+    assert factors[0] == 1.0 and factors[15] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert 0 < factors[-1] < 0.003
+    assert {train.lr_factor("none", e, 30) for e in range(30)} == {1.0}
+    with pytest.raises(ValueError, match="step"):
+        train.lr_factor("step", 0, 30)
+
+
+@pytest.mark.parametrize("lr_decay", ["none", "cosine"])
+def test_every_optimiser_follows_the_schedule(tiny_model, tiny_train, dataset, lr_decay):
+    cfg = replace(tiny_train, epochs=3, lr_decay=lr_decay, gen_lr=1e-3, dis_lr=3e-4)
+    rates = []
+    t = Trainer(tiny_model, cfg, "cpu")
+    t.fit(dataset, log=lambda line: None,
+          save=lambda tr: rates.append({n: o.param_groups[0]["lr"] for n, o in tr.optimizers.items()}))
+    assert len(rates) == 3
+    for epoch, seen in enumerate(rates):
+        f = train.lr_factor(lr_decay, epoch, 3)
+        assert seen == pytest.approx({"reconstruction": 1e-3 * f, "discriminator": 3e-4 * f, "generator": 3e-4 * f})
+    assert t.optimizers["reconstruction"].param_groups[0]["initial_lr"] == 1e-3
+
+
+def test_a_rate_held_as_a_tensor_is_written_in_place_and_saved_as_a_number(tiny_model, tiny_train):
+    # what CUDA graphs need: the captured step reads the rate's memory. Fused Adam takes a tensor rate
+    # on the CPU too, so the path is exercised here.
+    t = Trainer(tiny_model, replace(tiny_train, epochs=4, lr_decay="cosine"), "cpu")
+    group = t.optimizers["discriminator"].param_groups[0]
+    group["lr"] = rate = torch.tensor(group["lr"])
+    t.epoch = 2
+    t.set_learning_rates()
+    assert group["lr"] is rate and rate.item() == pytest.approx(t.cfg.dis_lr * train.lr_factor("cosine", 2, 4))
+    saved = roundtrip(t.state_dict())["optimizers"]["discriminator"]["param_groups"][0]
+    assert type(saved["lr"]) is float and saved["lr"] == pytest.approx(rate.item())
