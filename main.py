@@ -196,8 +196,7 @@ def build_parser():
                    help="folder for the checkpoint aae.pt, log.csv and pictures (default: weights)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --weights (or the given checkpoint file)")
-    p.add_argument("--threads", type=at_most(1024, "far past any CPU's cores"), default=None,
-                   help="CPU threads for torch (default: all cores)")
+    add_threads_flag(p)
     p.add_argument("--eval_every", type=non_negative_int, default=0, metavar="N",
                    help="every N epochs (and after the last) add the test metrics of docs/metrics.md to the log, "
                         "with a cheaper 1,000-sample Parzen window; 0 = off (default: 0)")
@@ -205,6 +204,11 @@ def build_parser():
                    help="on CUDA, replay each training step as one CUDA graph (falls back to eager if capture "
                         "fails); no effect on the CPU or under torchrun (default: True)")
     return p
+
+
+def add_threads_flag(parser):
+    parser.add_argument("--threads", type=at_most(1024, "far past any CPU's cores"), default=None,
+                        help="CPU threads for torch (default: all cores)")
 
 
 def build_draw_parser():
@@ -221,6 +225,7 @@ def build_draw_parser():
     p.add_argument("--steps", type=positive_int, default=10, help="interpolation steps (default: 10)")
     p.add_argument("--seed", type=seed_int, default=0, help="picks the pairs and the prior draws")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    add_threads_flag(p)
     return p
 
 
@@ -238,6 +243,7 @@ def build_evaluate_parser():
                    help="prior draws decoded for the Parzen window (default: 10000, the paper's)")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    add_threads_flag(p)
     return p
 
 
@@ -345,8 +351,7 @@ def train_command(argv):
     if under_torchrun() and (args.mode != "unsupervised" or args.label_discriminator):
         what = "--label_discriminator" if args.mode == "unsupervised" else f"--mode {args.mode}"
         raise UsageError(f"{what} trains in one process: run it with python main.py, not torchrun")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = utils.choose_device(args.device)
     if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
         raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run; continue it with --resume, "
@@ -514,10 +519,18 @@ def draw_all(trained, data, out, what=("all",), classes=None, pairs=8, steps=10,
     return [out / name for name in written]
 
 
+def set_threads(threads):
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def draw_command(argv):
     parser = build_draw_parser()
     args = parser.parse_args(argv)
     args.what = args.what or ["all"]
+    set_threads(args.threads)
     import mode_outputs
 
     known = dict.fromkeys(PICTURES + mode_outputs.PICTURES)
@@ -591,6 +604,7 @@ def draw_mode_command(args, device):
 
 def evaluate_command(argv):
     args = build_evaluate_parser().parse_args(argv)
+    set_threads(args.threads)
     import time
 
     import evaluate

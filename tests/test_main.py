@@ -207,3 +207,14 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(idx_dir, tmp_path
                 assert torch.equal(v, b["optimizers"][name]["state"][pid][k])
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
+
+
+@pytest.mark.parametrize("command", ["draw", "evaluate"])
+def test_draw_and_evaluate_take_threads(command, tmp_path, monkeypatch, capsys):
+    import torch
+
+    asked = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    code = main.main([command, "--threads", "1", "--weights", str(tmp_path / "none")])
+    assert asked == [1] and code == 1  # set before the missing checkpoint is reported
+    assert str(tmp_path / "none") in capsys.readouterr().err
