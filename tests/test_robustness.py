@@ -386,6 +386,13 @@ def positive_number(value):
         return False
 
 
+def non_negative_number(value):
+    try:
+        return math.isfinite(float(value)) and float(value) >= 0
+    except ValueError:
+        return False
+
+
 # What each flag should take, written from its help text rather than from its code: a value
 # outside this is a bad input, whether or not the parser's own check knows it.
 SPEC = {
@@ -395,6 +402,7 @@ SPEC = {
     "download": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
     "label_discriminator": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
     "labels": whole(-1), "clusters": whole(1), "noise_dim": whole(1), "classification_lr": positive_number,
+    "balance_weight": non_negative_number,
 }
 
 
