@@ -244,3 +244,21 @@ def test_a_rate_held_as_a_tensor_is_written_in_place_and_saved_as_a_number(tiny_
     assert group["lr"] is rate and rate.item() == pytest.approx(t.cfg.dis_lr * train.lr_factor("cosine", 2, 4))
     saved = roundtrip(t.state_dict())["optimizers"]["discriminator"]["param_groups"][0]
     assert type(saved["lr"]) is float and saved["lr"] == pytest.approx(rate.item())
+
+
+def test_a_step_with_tensor_rates_equals_one_with_number_rates(tiny_model, tiny_train, batch):
+    def stepped(tensor_rates):
+        t = Trainer(tiny_model, replace(tiny_train, epochs=4, lr_decay="cosine"), "cpu")  # reseeds: same masks
+        for opt in t.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = torch.tensor(group["lr"]) if tensor_rates else group["lr"]
+        t.epoch = 2
+        t.set_learning_rates()
+        t.train_step(batch, torch.zeros(4, dtype=torch.float64))
+        return t
+
+    a, b = stepped(True), stepped(False)
+    assert isinstance(a.optimizers["generator"].param_groups[0]["lr"], torch.Tensor)
+    for name in ("encoder", "decoder", "discriminator"):
+        for (k, v), w in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values()):
+            assert torch.equal(v, w), f"{name}.{k}"
