@@ -127,8 +127,8 @@ def test_bench_quality_runs_parse_into_train_configs():
     import bench
 
     name, cfg = bench.parse_run(bench.FAST, epochs=7)
-    assert name == "fast" and (cfg.batch_size, cfg.gen_lr, cfg.dis_lr, cfg.precision, cfg.epochs) == (
-        100, 6e-4, 2e-4, "bf16", 30)  # its own epochs, not the default's
+    assert name == "fast" and (cfg.batch_size, cfg.gen_lr, cfg.dis_lr, cfg.precision, cfg.epochs, cfg.lr_decay) == (
+        100, 6e-4, 2e-4, "bf16", 38, "cosine")  # its own epochs, not the default's
     assert bench.parse_run("original:dis_lr=8e-4", epochs=7)[1] == TrainConfig(epochs=7, dis_lr=8e-4)
     assert bench.parse_run("default", epochs=100)[1] == TrainConfig(epochs=100)
     with pytest.raises(SystemExit, match="batchsize is not a TrainConfig field"):
