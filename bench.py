@@ -449,7 +449,7 @@ def build_parser():
     p = argparse.ArgumentParser(description="Training speed: this trainer against the original's loop.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[100, 1000],
-                   help="default: 100, the default configuration's, and 1000, the fast one's")
+                   help="default: 100, the batch of the default and fast configurations, and 1000")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     p.add_argument("--modes", nargs="+", choices=("eager", "graphs"), default=None,
                    help="our loop's step on CUDA: eager launches and/or CUDA graphs (default: both on CUDA)")
