@@ -37,21 +37,23 @@ def str2bool(text):
     raise argparse.ArgumentTypeError(f"expected True/False/1/0/yes/no, got {text!r}")
 
 
-def positive_int(text):
+def whole_number(text):
+    """int(text), or argparse's error for text that is not a whole number."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text):
+    value = whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
@@ -102,20 +104,14 @@ def class_label(text):
 
 
 def seed_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = whole_number(text)
     if not -(2**63) <= value <= 2**63 - 3:  # torch takes 64-bit seeds, and the run also uses seed + 1, seed + 2
         raise argparse.ArgumentTypeError(f"must be from -2**63 to 2**63 - 3, got {value}")
     return value
 
 
 def label_count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = whole_number(text)
     if value < -1:
         raise argparse.ArgumentTypeError(f"must be a count >= 0, or -1 for all labels; got {value}")
     return value
