@@ -161,13 +161,15 @@ def build_models(cfg: ModelConfig):
     """Encoder, decoder and discriminator, freshly initialised from `cfg`.
 
     cfg.encoder picks the encoder. In mode "supervised" the decoder's input is [one-hot label, code]
-    (paper §4); with label_discriminator the discriminator's is [code, one-hot of n_classes + 1 slots]
-    (§2.3). The modes with a categorical code have other networks: modes.build_mode_models.
+    (paper §4) and the discriminator's [code, one-hot label] (modes.ModeTrainer.supervised_step); with
+    label_discriminator the discriminator's is [code, one-hot of n_classes + 1 slots] (§2.3). The modes
+    with a categorical code have other networks: modes.build_mode_models.
     """
     if cfg.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
     if cfg.mode not in ("unsupervised", "supervised"):
         raise ValueError(f"mode {cfg.mode!r} has a categorical code; its networks come from modes.build_mode_models")
-    decoder_in = cfg.latent_dim + (cfg.n_classes if cfg.mode == "supervised" else 0)
-    discriminator_in = cfg.latent_dim + (cfg.n_classes + 1 if cfg.label_discriminator else 0)
+    label = cfg.n_classes if cfg.mode == "supervised" else 0
+    decoder_in = cfg.latent_dim + label
+    discriminator_in = cfg.latent_dim + (cfg.n_classes + 1 if cfg.label_discriminator else label)
     return ENCODERS[cfg.encoder](cfg), Decoder(cfg, decoder_in), Discriminator(cfg, discriminator_in)

@@ -224,8 +224,7 @@ def networks_for(model_cfg, train_config):
     """The encoder, decoder and discriminator of a mode's checkpoint for its configs (`train_config` a
     dict), the head scale left at 1: what utils.check_fits compares the saved tensors' shapes with."""
     if model_cfg.mode == "supervised":
-        encoder, decoder, _ = build_models(model_cfg)
-        return encoder, decoder, Discriminator(model_cfg, model_cfg.latent_dim + model_cfg.n_classes)
+        return build_models(model_cfg)
     train_cfg = train_config_from(train_config)
     nets = build_mode_models(model_cfg, categories(model_cfg, train_cfg),
                              style_sees_category=reads_labels(model_cfg, train_cfg))
@@ -324,11 +323,6 @@ class ModeTrainer(Trainer):
         self.side_columns = ()
         self.discriminator_y = None
         self.labelled = self.test_labels = None  # set by fit()
-        if model_cfg.mode == "supervised":  # its discriminator also sees the label (supervised_step)
-            self.discriminator = Discriminator(model_cfg, model_cfg.latent_dim + model_cfg.n_classes).to(self.device)
-            self.synced.discriminator = self.discriminator
-            self.optimizers["discriminator"] = adam(self.discriminator.parameters(), train_cfg.dis_lr,
-                                                    train_cfg.adam_beta1, self.device)
         if categorical:
             head_scale = style_std(train_cfg, model_cfg.latent_dim) if model_cfg.mode == "dim_reduction" else 1.0
             nets = build_mode_models(model_cfg, self.n_categories, head_scale, style_sees_category=self.reads_labels)

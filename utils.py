@@ -229,6 +229,9 @@ def load_models(path, device="cpu"):
     """Rebuild encoder, decoder and discriminator from a checkpoint (file or weights folder)."""
     ckpt = load_checkpoint(path, map_location=device)
     cfg = model_config_from(ckpt)
+    if cfg.mode in ("semi_supervised", "clustering", "dim_reduction"):
+        raise ValueError(f"{checkpoint_path(path)} holds a --mode {cfg.mode} model, whose encoder gives a category "
+                         "and a style: load it with modes.load_trainer(path)")
     nets = build_models(cfg)
     for name, net in zip(("encoder", "decoder", "discriminator"), nets):
         net.load_state_dict(ckpt[name])  # load_checkpoint has checked that they fit

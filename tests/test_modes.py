@@ -178,6 +178,20 @@ def test_load_trainer_rebuilds_a_mode(case, dataset, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.decoder.parameters(), trainer.decoder.parameters()))
 
 
+def test_load_models_reads_a_supervised_checkpoint_and_points_categorical_ones_to_load_trainer(dataset, tmp_path):
+    import utils
+
+    for case in ("supervised", "clustering"):
+        model_cfg, train_cfg = configs(case, epochs=1)
+        trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+        (tmp_path / case).mkdir()
+        utils.save_checkpoint(trainer.state_dict(), tmp_path / case / "aae.pt")
+    trained = utils.load_models(tmp_path / "supervised")  # its decoder and discriminator also read the label
+    assert trained.decoder.net[0].in_features == trained.discriminator.net[0].in_features == 2 + 10
+    with pytest.raises(ValueError, match=r"--mode clustering model.*modes\.load_trainer\(path\)"):
+        utils.load_models(tmp_path / "clustering")
+
+
 def test_semi_supervised_learns_to_classify_from_few_labels(dataset):
     model_cfg, train_cfg = configs("semi_supervised", epochs=8, labels=50)
     trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
