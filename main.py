@@ -184,6 +184,10 @@ def build_parser():
     p.add_argument("--balance_weight", type=non_negative_float, default=1.0,
                    help="semi_supervised, clustering, dim_reduction: weight of the term that keeps a batch spread "
                         "over the categories (ours, not the paper's; 0 = the paper's loss) (default: 1)")
+    p.add_argument("--confidence_weight", type=non_negative_float, default=1.0,
+                   help="semi_supervised, clustering, dim_reduction: weight of the term that makes each image sure "
+                        "of its category (ours, not the paper's; 0 = the paper's loss; above --balance_weight the "
+                        "images gather in a few categories) (default: 1)")
     p.add_argument("--clusters", type=positive_int, default=16,
                    help="clustering (and dim_reduction with --labels 0): categories of y (default: 16, the paper's)")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds weights, shuffling, dropout and prior draws")
@@ -296,7 +300,9 @@ def merge_resume(args, explicit, ckpt):
     """Flags not typed take the checkpoint's values; typed ones that contradict it are refused."""
     from utils import CheckpointError
 
-    saved = {**ckpt["model_config"], **ckpt.get("train_config", {})}
+    from train import UNSAVED_VALUES
+
+    saved = {**ckpt["model_config"], **UNSAVED_VALUES, **ckpt.get("train_config", {})}
     flags = {a.dest: a for a in build_parser()._actions}
     clashes = []
     for key, value in saved.items():

@@ -31,6 +31,8 @@ MEANINGS = {
     "clusters_used": "categories that at least one test image falls into",
     "style_knn_accuracy": "label of a test image found by 5-NN among the training images' style codes z; "
                           "1 / classes means the style holds no class",
+    "category_effect": "mean absolute pixel change of a decoded test image when its category y is swapped for "
+                       "another, its style kept; 0 means the decoder ignores y",
     "knn_accuracy": "label of a test image found by 5-NN among the training codes (supervised: 1 / classes "
                     "means the code holds style only)",
     "knn_accuracy_2d": "5-NN accuracy on the 2-D representation W y + z (§7)",
@@ -72,6 +74,8 @@ def mode_metrics(trainer, data):
         # does the style code still say the class? near 1 / n_classes means no (§5)
         out["style_knn_accuracy"] = metrics.knn_accuracy(codes_of(trainer.encoder, train.images), train.labels,
                                                          codes_of(trainer.encoder, test.images), test.labels)
+        out["category_effect"] = modes.category_effect(trainer.encoder, trainer.decoder, test.images,
+                                                       seed=trainer.cfg.seed)
         if m.mode == "dim_reduction":
             out["knn_accuracy_2d"] = metrics.knn_accuracy(representation(trainer, train.images), train.labels,
                                                           representation(trainer, test.images), test.labels)

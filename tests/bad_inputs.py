@@ -131,6 +131,7 @@ CASES = [
     ("flag", "evaluate --threads 0", ["evaluate", "--threads", "0"], None),
     ("flag", "--lr_decay unknown", ["--lr_decay", "step"], None),
     ("flag", "--balance_weight negative", ["--balance_weight", "-1"], None),
+    ("flag", "--confidence_weight not a number", ["--confidence_weight", "high"], None),
     ("resume", "--resume with another --latent_dim", [*RESUME, "--latent_dim", "4"], None),
     ("resume", "--resume with another --dataset", [*RESUME, "--dataset", "fashion-mnist"], None),
     ("resume", "--resume with another --batch_size and --prior_std", [*RESUME, "--batch_size", "10", "--prior_std", "2"],

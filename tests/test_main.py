@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import main
+import modes
+import train
 import utils
 
 ROOT = main.Path(__file__).resolve().parent.parent
@@ -64,10 +66,11 @@ def test_original_flags_and_defaults():
     assert (d.dataset, d.weights, d.device, d.seed, d.resume) == ("mnist", "weights", "auto", 0, False)
 
 
-def test_schedule_and_balance_flags_reach_the_training_config():
-    assert (main.configs_from(parse())[1].lr_decay, main.configs_from(parse())[1].balance_weight) == ("none", 1.0)
-    cfg = main.configs_from(parse("--lr_decay", "cosine", "--balance_weight", "0"))[1]
-    assert (cfg.lr_decay, cfg.balance_weight) == ("cosine", 0.0)
+def test_schedule_balance_and_confidence_flags_reach_the_training_config():
+    cfg = main.configs_from(parse())[1]
+    assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("none", 1.0, 1.0)
+    cfg = main.configs_from(parse("--lr_decay", "cosine", "--balance_weight", "0", "--confidence_weight", "0.5"))[1]
+    assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("cosine", 0.0, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +93,7 @@ def test_schedule_and_balance_flags_reach_the_training_config():
         (["--lr_decay", "step"], "--lr_decay: invalid choice"),
         (["--balance_weight", "-1"], "--balance_weight: must be a finite number >= 0"),
         (["--balance_weight", "nan"], "--balance_weight: must be a finite number >= 0"),
+        (["--confidence_weight", "-0.5"], "--confidence_weight: must be a finite number >= 0"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )
@@ -171,6 +175,21 @@ def test_resume_refuses_contradicting_flags(idx_dir, tmp_path, capsys):
     assert main.main(["--directory", str(idx_dir), "--weights", weights, "--resume", "--epochs", "2"]) == 0
     assert utils.load_models(weights).config.latent_dim == 2
     assert len(utils.read_csv(tmp_path / "w" / "log.csv")) == 2
+
+
+def test_a_checkpoint_from_before_a_field_resumes_with_what_it_was_trained_with(idx_dir, tmp_path):
+    weights = tmp_path / "w"
+    assert main.main(["--directory", str(idx_dir), "--weights", str(weights), "--epochs", "1", "--mode", "clustering",
+                      "--clusters", "4", "--latent_dim", "2"]) == 0
+    ckpt = torch.load(weights / "aae.pt", weights_only=True)
+    assert ckpt["train_config"]["confidence_weight"] == 1.0
+    del ckpt["train_config"]["confidence_weight"]  # as written before the confidence term existed
+    utils.save_checkpoint(ckpt, weights / "aae.pt")
+    args = main.merge_resume(parse("--weights", str(weights), "--resume"), {}, ckpt)
+    assert main.configs_from(args)[1].confidence_weight == train.UNSAVED_VALUES["confidence_weight"] == 0.0
+    assert modes.load_trainer(weights).cfg.confidence_weight == 0.0
+    with pytest.raises(main.UsageError, match=r"--confidence_weight 1.0 \(checkpoint: 0.0\)"):
+        main.merge_resume(parse("--resume", "--confidence_weight", "1"), {"confidence_weight": 1.0}, ckpt)
 
 
 def test_resume_from_nothing_says_so(tmp_path, capsys):

@@ -402,7 +402,7 @@ SPEC = {
     "download": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
     "label_discriminator": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
     "labels": whole(-1), "clusters": whole(1), "noise_dim": whole(1), "classification_lr": positive_number,
-    "balance_weight": non_negative_number,
+    "balance_weight": non_negative_number, "confidence_weight": non_negative_number,
 }
 
 
