@@ -67,7 +67,7 @@ class TrainConfig:
     # Weight of their confidence term (ours too): the mean entropy of q(y|x), so that each image is sure of
     # its category; without it q(y|x) stayed near uniform. Clustering on mnist-sample (16 clusters,
     # 10 epochs, seeds 0-2): 41.8 +- 2.6 % error at 1.0, 44.9 +- 1.7 % at 0.5; at 2.0, above the balance
-    # weight, the images gathered in 2 or 3 clusters (73.5 % and 80.3 % error). README for the rest.
+    # weight, the images gathered in 2 or 3 clusters (75.0 +- 4.7 % error). README for the rest.
     confidence_weight: float = 1.0
     # "cosine": every Adam learning rate follows a half cosine over the run, from its value in the first
     # epoch to near zero in the last (set once an epoch, from the epochs completed). "none": constant.
