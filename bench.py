@@ -337,18 +337,50 @@ def fit_epochs(images, device, epochs, log):
     return histories
 
 
-def profile(images, device, precision, batch, log, rows=15):
+def profile(images, device, precision, batch, log, rows=15, steps=20):
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     loop = OurLoop(images, batch, device, precision)
     loop.steps(5)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as p:
-        loop.steps(20)
+    with torch_profile(activities=activities, record_shapes=True) as p:
+        loop.steps(steps)
         sync(device)
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    log(f"\ntorch.profiler, our step, {device.type} {precision} batch {batch}, 20 steps, sorted by {sort}:")
+    log(f"\ntorch.profiler, our step, {device.type} {precision} batch {batch}, {steps} steps, sorted by {sort}:")
     log(p.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=55))
+    if device.type == "cpu":
+        log(matrix_products(p.key_averages(group_by_input_shape=True), steps))
+
+
+def matrix_products(averages, steps):
+    """A table of the step's matrix products by shape: calls a step, time, GFLOP/s and share, against the
+    rate of one large product on this machine. For the CPU, where their self time is their run time."""
+    lines, total_ms, total_flop = [], 0.0, 0.0
+    for e in sorted(averages, key=lambda e: -e.self_cpu_time_total):
+        if e.key not in ("aten::mm", "aten::addmm") or not e.input_shapes:
+            continue
+        a, b = e.input_shapes[1:3] if e.key == "aten::addmm" else e.input_shapes[:2]  # addmm: (bias, a, b, ...)
+        if len(a) != 2 or len(b) != 2:
+            continue
+        flop = 2 * a[0] * a[1] * b[1] * e.count
+        ms = e.self_cpu_time_total / 1e3
+        total_ms, total_flop = total_ms + ms, total_flop + flop
+        lines.append((f"{e.key[6:]:6s} [{a[0]}, {a[1]}] x [{b[0]}, {b[1]}]", e.count / steps, ms / steps,
+                      flop / ms / 1e6))
+    big = torch.rand(2000, 2000)
+    big @ big
+    started = time.perf_counter()
+    for _ in range(3):
+        big @ big
+    peak = 3 * 2 * 2000**3 / (time.perf_counter() - started) / 1e9
+    out = [f"\nmatrix products by shape (a step; GFLOP/s under the profiler; a 2000 x 2000 product runs at "
+           f"{peak:.0f} GFLOP/s here):",
+           f"{'op and shapes':34s} {'calls':>5s} {'ms':>7s} {'GFLOP/s':>8s} {'of products':>11s}"]
+    out += [f"{name:34s} {calls:5.0f} {ms:7.2f} {rate:8.1f} {ms / (total_ms / steps):10.1%}"
+            for name, calls, ms, rate in lines]
+    out.append(f"{'all':34s} {'':5s} {total_ms / steps:7.2f} {total_flop / total_ms / 1e6:8.1f}")
+    return "\n".join(out)
 
 
 # -- time to quality: whole runs on real data ------------------------------------------------------

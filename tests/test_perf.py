@@ -133,3 +133,21 @@ def test_bench_quality_runs_parse_into_train_configs():
     assert bench.parse_run("default", epochs=100)[1] == TrainConfig(epochs=100)
     with pytest.raises(SystemExit, match="batchsize is not a TrainConfig field"):
         bench.parse_run("typo:batchsize=5", epochs=1)
+
+
+def test_bench_profile_lists_the_matrix_products_by_shape():
+    import bench
+    from torch.profiler import profile
+
+    a, b, bias = torch.rand(30, 20), torch.rand(20, 10), torch.rand(10)
+    with profile(record_shapes=True) as p:
+        for _ in range(2):  # two "steps", each of two products and one product with a bias
+            a @ b, a @ b, torch.addmm(bias, a, b)
+        torch.rand(5, 5) * 2  # not a matrix product
+    text = bench.matrix_products(p.key_averages(group_by_input_shape=True), steps=2)
+    rows = {line[:34].strip(): line[34:].split() for line in text.splitlines() if line.startswith(("mm", "addmm", "all"))}
+    assert set(rows) == {"mm     [30, 20] x [20, 10]", "addmm  [30, 20] x [20, 10]", "all"}
+    assert rows["mm     [30, 20] x [20, 10]"][0] == "2" and rows["addmm  [30, 20] x [20, 10]"][0] == "1"
+    shares = [float(r[3].rstrip("%")) for name, r in rows.items() if name != "all"]
+    assert abs(sum(shares) - 100) < 0.2
+    assert "a 2000 x 2000 product runs at" in text
