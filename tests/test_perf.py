@@ -145,7 +145,8 @@ def test_bench_profile_lists_the_matrix_products_by_shape():
             a @ b, a @ b, torch.addmm(bias, a, b)
         torch.rand(5, 5) * 2  # not a matrix product
     text = bench.matrix_products(p.key_averages(group_by_input_shape=True), steps=2)
-    rows = {line[:34].strip(): line[34:].split() for line in text.splitlines() if line.startswith(("mm", "addmm", "all"))}
+    lines = [line for line in text.splitlines() if line.startswith(("mm", "addmm", "all"))]
+    rows = {line[:34].strip(): line[34:].split() for line in lines}  # name, then calls, ms, GFLOP/s, share
     assert set(rows) == {"mm     [30, 20] x [20, 10]", "addmm  [30, 20] x [20, 10]", "all"}
     assert rows["mm     [30, 20] x [20, 10]"][0] == "2" and rows["addmm  [30, 20] x [20, 10]"][0] == "1"
     shares = [float(r[3].rstrip("%")) for name, r in rows.items() if name != "all"]
