@@ -350,12 +350,22 @@ def profile(images, device, precision, batch, log, rows=15, steps=20):
     log(f"\ntorch.profiler, our step, {device.type} {precision} batch {batch}, {steps} steps, sorted by {sort}:")
     log(p.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=55))
     if device.type == "cpu":
-        log(matrix_products(p.key_averages(group_by_input_shape=True), steps))
+        log(matrix_products(p.key_averages(group_by_input_shape=True), steps, large_product_gflops()))
 
 
-def matrix_products(averages, steps):
-    """A table of the step's matrix products by shape: calls a step, time, GFLOP/s and share, against the
-    rate of one large product on this machine. For the CPU, where their self time is their run time."""
+def large_product_gflops(n=2000, repeats=3):
+    """This machine's GFLOP/s on an n x n fp32 matrix product: what the step's products are measured against."""
+    big = torch.rand(n, n)
+    big @ big
+    started = time.perf_counter()
+    for _ in range(repeats):
+        big @ big
+    return repeats * 2 * n**3 / (time.perf_counter() - started) / 1e9
+
+
+def matrix_products(averages, steps, peak):
+    """A table of the step's matrix products by shape: calls a step, time, GFLOP/s and share, against `peak`,
+    the GFLOP/s of a 2000 x 2000 product. For the CPU, where their self time is their run time."""
     lines, total_ms, total_flop = [], 0.0, 0.0
     for e in sorted(averages, key=lambda e: -e.self_cpu_time_total):
         if e.key not in ("aten::mm", "aten::addmm") or not e.input_shapes:
@@ -368,12 +378,6 @@ def matrix_products(averages, steps):
         total_ms, total_flop = total_ms + ms, total_flop + flop
         lines.append((f"{e.key[6:]:6s} [{a[0]}, {a[1]}] x [{b[0]}, {b[1]}]", e.count / steps, ms / steps,
                       flop / ms / 1e6))
-    big = torch.rand(2000, 2000)
-    big @ big
-    started = time.perf_counter()
-    for _ in range(3):
-        big @ big
-    peak = 3 * 2 * 2000**3 / (time.perf_counter() - started) / 1e9
     out = [f"\nmatrix products by shape (a step; GFLOP/s under the profiler; a 2000 x 2000 product runs at "
            f"{peak:.0f} GFLOP/s here):",
            f"{'op and shapes':34s} {'calls':>5s} {'ms':>7s} {'GFLOP/s':>8s} {'of products':>11s}"]

@@ -183,8 +183,8 @@ def build_parser():
                    help="Adam learning rate of the cross-entropy phase on labelled batches (default: 3e-3)")
     p.add_argument("--balance_weight", type=non_negative_float, default=1.0,
                    help="semi_supervised, clustering, dim_reduction: weight of the term that keeps a batch spread "
-                        "over the categories (ours, not the paper's; 0 here and in --confidence_weight = the paper's loss) "
-                        "(default: 1)")
+                        "over the categories (ours, not the paper's; 0 here and in --confidence_weight = the "
+                        "paper's loss) (default: 1)")
     p.add_argument("--confidence_weight", type=non_negative_float, default=1.0,
                    help="semi_supervised, clustering, dim_reduction: weight of the term that makes each image sure "
                         "of its category (ours, not the paper's; above --balance_weight the images gather in a few "

@@ -122,7 +122,8 @@ class UniversalEncoder(nn.Module):
 
 
 ENCODERS = {"deterministic": Encoder, "gaussian": GaussianEncoder, "universal": UniversalEncoder}
-MODES = ("unsupervised", "supervised", "semi_supervised", "clustering", "dim_reduction")
+CATEGORICAL = ("semi_supervised", "clustering", "dim_reduction")  # encoders give a category y and a style z
+MODES = ("unsupervised", "supervised", *CATEGORICAL)
 
 
 class Decoder(nn.Module):

@@ -39,11 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import priors
-from models import ENCODERS, MODES, Decoder, Discriminator, build_models, mlp
+from models import CATEGORICAL, ENCODERS, MODES, Decoder, Discriminator, build_models, mlp
 from train import (UNSAVED_VALUES, NonFiniteLoss, TrainConfig, Trainer, adam, as_float, discriminator_phase, frozen,
                    generator_phase, reconstruction_phase)
 
-CATEGORICAL = ("semi_supervised", "clustering", "dim_reduction")
 LABELLED_PRIORS = ("mixture", "swiss_roll")  # a component / segment per class
 # Offsets from the seed (Trainer uses seed, +1, +2): which examples are labelled; labelled batches.
 SELECT_SEED, LABEL_BATCH_SEED = 3, 4

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from models import ModelConfig, build_models
+from models import CATEGORICAL, ModelConfig, build_models
 
 CHECKPOINT_NAME = "aae.pt"
 LOG_NAME = "log.csv"
@@ -176,7 +176,7 @@ def check_fits(path, ckpt):
     try:
         with torch.device("meta"):
             cfg = model_config_from(ckpt)
-            if cfg.mode in ("supervised", "semi_supervised", "clustering", "dim_reduction"):  # modes.py's networks
+            if cfg.mode in ("supervised", *CATEGORICAL):  # modes.py's networks
                 import modes  # lazy: modes sits above utils
 
                 nets = modes.networks_for(cfg, ckpt.get("train_config", {}))
@@ -229,7 +229,7 @@ def load_models(path, device="cpu"):
     """Rebuild encoder, decoder and discriminator from a checkpoint (file or weights folder)."""
     ckpt = load_checkpoint(path, map_location=device)
     cfg = model_config_from(ckpt)
-    if cfg.mode in ("semi_supervised", "clustering", "dim_reduction"):
+    if cfg.mode in CATEGORICAL:
         raise ValueError(f"{checkpoint_path(path)} holds a --mode {cfg.mode} model, whose encoder gives a category "
                          "and a style: load it with modes.load_trainer(path)")
     nets = build_models(cfg)

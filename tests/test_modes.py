@@ -256,8 +256,7 @@ def collapsed_encoder(dataset):
 
 def batch_entropy(encoder, x):
     with torch.no_grad():
-        mean = encoder.category(x).mean(0)
-    return float(-(mean * mean.log()).sum())
+        return float(modes.entropy(encoder.category(x).mean(0)))
 
 
 def test_balance_term_spreads_a_batch_gathered_in_one_category(dataset):

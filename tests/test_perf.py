@@ -144,11 +144,11 @@ def test_bench_profile_lists_the_matrix_products_by_shape():
         for _ in range(2):  # two "steps", each of two products and one product with a bias
             a @ b, a @ b, torch.addmm(bias, a, b)
         torch.rand(5, 5) * 2  # not a matrix product
-    text = bench.matrix_products(p.key_averages(group_by_input_shape=True), steps=2)
+    text = bench.matrix_products(p.key_averages(group_by_input_shape=True), steps=2, peak=123.4)
     lines = [line for line in text.splitlines() if line.startswith(("mm", "addmm", "all"))]
     rows = {line[:34].strip(): line[34:].split() for line in lines}  # name, then calls, ms, GFLOP/s, share
     assert set(rows) == {"mm     [30, 20] x [20, 10]", "addmm  [30, 20] x [20, 10]", "all"}
     assert rows["mm     [30, 20] x [20, 10]"][0] == "2" and rows["addmm  [30, 20] x [20, 10]"][0] == "1"
     shares = [float(r[3].rstrip("%")) for name, r in rows.items() if name != "all"]
     assert abs(sum(shares) - 100) < 0.2
-    assert "a 2000 x 2000 product runs at" in text
+    assert "a 2000 x 2000 product runs at 123 GFLOP/s here" in text

@@ -379,18 +379,18 @@ def whole(low, high=float("inf")):
     return ok
 
 
-def positive_number(value):
-    try:
-        return math.isfinite(float(value)) and float(value) > 0
-    except ValueError:
-        return False
+def finite_number(ok):
+    def accepts(value):
+        try:
+            return math.isfinite(float(value)) and ok(float(value))
+        except ValueError:
+            return False
+
+    return accepts
 
 
-def non_negative_number(value):
-    try:
-        return math.isfinite(float(value)) and float(value) >= 0
-    except ValueError:
-        return False
+positive_number = finite_number(lambda v: v > 0)
+non_negative_number = finite_number(lambda v: v >= 0)
 
 
 # What each flag should take, written from its help text rather than from its code: a value
