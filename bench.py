@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import models
 import train
 from models import ModelConfig
 from train import Interrupted, Trainer, TrainConfig
@@ -161,21 +162,28 @@ class OriginalLoop:
 
 
 class OurLoop:
-    """Trainer.run_epoch itself, k steps at a time: stopped through should_stop, resumed mid-epoch."""
+    """Trainer.run_epoch itself, k steps at a time: stopped through should_stop, resumed mid-epoch.
+
+    onednn=False: with torch's default products instead of oneDNN's (models.ONEDNN_PRODUCTS).
+    """
 
     def __init__(self, images, batch_size, device, precision="fp32", cuda_graphs=False, seed=0,
-                 model_cfg=ModelConfig()):
+                 model_cfg=ModelConfig(), onednn=True):
         cfg = TrainConfig(batch_size=batch_size, precision=precision, seed=seed)
         self.trainer = Trainer(model_cfg, cfg, device, cuda_graphs=cuda_graphs)
-        self.images = images
+        self.images, self.onednn = images, onednn
 
     def steps(self, k):
         t, start = self.trainer, self.trainer.step
-        while t.step - start < k:  # into the next epoch when this one ends first
-            try:
-                t.run_epoch(self.images, lambda: t.step - start >= k, train._no_progress)
-            except Interrupted:
-                pass
+        models.ONEDNN_PRODUCTS, before = self.onednn, models.ONEDNN_PRODUCTS
+        try:
+            while t.step - start < k:  # into the next epoch when this one ends first
+                try:
+                    t.run_epoch(self.images, lambda: t.step - start >= k, train._no_progress)
+                except Interrupted:
+                    pass
+        finally:
+            models.ONEDNN_PRODUCTS = before
         return t.step - start
 
 
@@ -207,7 +215,7 @@ class Config:
 def build(c, images, device):
     if c.loop == "original":
         return OriginalLoop(images, c.batch, device)
-    return OurLoop(images, c.batch, device, c.precision, cuda_graphs=c.mode == "graphs")
+    return OurLoop(images, c.batch, device, c.precision, cuda_graphs=c.mode == "graphs", onednn=c.mode != "blas")
 
 
 def sync(device):
@@ -363,26 +371,35 @@ def large_product_gflops(n=2000, repeats=3):
     return repeats * 2 * n**3 / (time.perf_counter() - started) / 1e9
 
 
+# the profiler's matrix-product ops: a short name, and how to read the shapes [M, K] x [K, N] from their inputs
+PRODUCTS = {
+    "aten::mm": ("mm", lambda shapes: shapes[:2]),
+    "aten::addmm": ("addmm", lambda shapes: shapes[1:3]),  # (bias, a, b, ...)
+    "mkldnn::_linear_pointwise": ("onednn", lambda shapes: (shapes[0], shapes[1][::-1])),  # (x, weight [N, K], ...)
+}
+
+
 def matrix_products(averages, steps, peak):
     """A table of the step's matrix products by shape: calls a step, time, GFLOP/s and share, against `peak`,
     the GFLOP/s of a 2000 x 2000 product. For the CPU, where their self time is their run time."""
-    lines, total_ms, total_flop = [], 0.0, 0.0
-    for e in sorted(averages, key=lambda e: -e.self_cpu_time_total):
-        if e.key not in ("aten::mm", "aten::addmm") or not e.input_shapes:
+    rows = {}  # "op [M, K] x [K, N]" -> [calls, ms, flop]; oneDNN's forward and input gradient can share a row
+    for e in averages:
+        if e.key not in PRODUCTS or not e.input_shapes:
             continue
-        a, b = e.input_shapes[1:3] if e.key == "aten::addmm" else e.input_shapes[:2]  # addmm: (bias, a, b, ...)
+        name, shapes = PRODUCTS[e.key]
+        a, b = shapes(e.input_shapes)
         if len(a) != 2 or len(b) != 2:
             continue
-        flop = 2 * a[0] * a[1] * b[1] * e.count
-        ms = e.self_cpu_time_total / 1e3
-        total_ms, total_flop = total_ms + ms, total_flop + flop
-        lines.append((f"{e.key[6:]:6s} [{a[0]}, {a[1]}] x [{b[0]}, {b[1]}]", e.count / steps, ms / steps,
-                      flop / ms / 1e6))
+        row = rows.setdefault(f"{name:6s} [{a[0]}, {a[1]}] x [{b[0]}, {b[1]}]", [0, 0.0, 0.0])
+        row[0] += e.count
+        row[1] += e.self_cpu_time_total / 1e3
+        row[2] += 2 * a[0] * a[1] * b[1] * e.count
+    total_ms, total_flop = sum(r[1] for r in rows.values()), sum(r[2] for r in rows.values())
     out = [f"\nmatrix products by shape (a step; GFLOP/s under the profiler; a 2000 x 2000 product runs at "
            f"{peak:.0f} GFLOP/s here):",
            f"{'op and shapes':34s} {'calls':>5s} {'ms':>7s} {'GFLOP/s':>8s} {'of products':>11s}"]
-    out += [f"{name:34s} {calls:5.0f} {ms:7.2f} {rate:8.1f} {ms / (total_ms / steps):10.1%}"
-            for name, calls, ms, rate in lines]
+    out += [f"{name:34s} {calls / steps:5.0f} {ms / steps:7.2f} {flop / ms / 1e6:8.1f} {ms / total_ms:10.1%}"
+            for name, (calls, ms, flop) in sorted(rows.items(), key=lambda item: -item[1][1])]
     out.append(f"{'all':34s} {'':5s} {total_ms / steps:7.2f} {total_flop / total_ms / 1e6:8.1f}")
     return "\n".join(out)
 
@@ -487,8 +504,9 @@ def build_parser():
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[100, 1000],
                    help="default: 100, the batch of the default and fast configurations, and 1000")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
-    p.add_argument("--modes", nargs="+", choices=("eager", "graphs"), default=None,
-                   help="our loop's step on CUDA: eager launches and/or CUDA graphs (default: both on CUDA)")
+    p.add_argument("--modes", nargs="+", choices=("eager", "graphs", "blas"), default=None,
+                   help="our loop's step: eager launches and/or CUDA graphs (default: both on CUDA); blas: eager "
+                        "with torch's default fp32 products instead of oneDNN's on the CPU (default: eager)")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per loop; median and best are reported")
     p.add_argument("--round_seconds", type=float, default=None, help="length of a round (default: 1.5 CPU, 0.5 GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -541,7 +559,8 @@ def main(argv=None):
     for b in args.batch_sizes:
         if not args.no_original:
             configs.append(Config("original", b, "fp32", "eager"))
-        configs += [Config("ours", b, p, m) for p in args.precisions for m in modes]
+        # blas differs from eager in fp32 CPU products only
+        configs += [Config("ours", b, p, m) for p in args.precisions for m in modes if m != "blas" or p == "fp32"]
     round_seconds = args.round_seconds or (1.0 if device.type == "cpu" else 0.4)
     log(f"bench.py on {describe_machine(device, args.threads)}; load average {os.getloadavg()[0]:.1f} "
         f"({os.cpu_count()} cores)")

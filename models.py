@@ -11,6 +11,7 @@ AAE the *encoder* is the adversarial generator and the discriminator never sees 
     logits = discriminator(codes)    # [N, 2] -> [N], logits of "drawn from the prior"
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +64,77 @@ class Dropout(nn.Dropout):
         return x * mask.to(x.dtype).div_(keep)  # what nn.Dropout computes: x * (bernoulli(keep) / keep)
 
 
+# fp32 products on the CPU through oneDNN rather than torch's default BLAS (MKL): at this model's shapes
+# (batch 100 against 1000 x 1000 weights) oneDNN's kernels ran 1.25-1.4x faster on 2 cores of an AMD EPYC
+# (docs/performance.md). False: torch's default, as bench.py sets it for its comparison row.
+ONEDNN_PRODUCTS = True
+# Layers narrower than this (the 8-D code's, the discriminator's output) stay with torch's products: their
+# products take microseconds, and each oneDNN call and Python backward adds ~100 us to a forward and backward.
+ONEDNN_MIN_WIDTH = 64
+
+
+@functools.cache
+def onednn_available():
+    """Whether this torch build can run torch.ops.mkldnn._linear_pointwise on dense fp32 tensors."""
+    try:
+        x, w = torch.ones(2, 3), torch.ones(4, 3)
+        return bool(torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "").eq(3).all())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_product(x, weight, bias=None):
+    """x @ weight.T + bias by oneDNN; x [N, in] and weight [out, in] may be transposed views."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """F.linear with oneDNN's forward and input-gradient products.
+
+    The weight gradient grad.T @ x stays with torch.mm: oneDNN would first copy the transposed grad
+    (its input must be contiguous), which cost more than its faster kernel saved. Like autograd's
+    linear, it computes only the gradients that are needed (none for a frozen weight or for data).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_product(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad_x = _onednn_product(grad, weight.t()) if need_x else None  # [N, out] @ [out, in]
+        grad_weight = grad.t().mm(x) if need_weight else None  # [out, N] @ [N, in]
+        grad_bias = grad.sum(0) if ctx.has_bias and need_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and state dict) whose fp32 CPU products go through oneDNN.
+
+    Everywhere else (other devices and dtypes, bf16 autocast, narrow layers, ONEDNN_PRODUCTS off, a torch
+    without oneDNN) it is nn.Linear. The two differ only in the rounding of the sums.
+    """
+
+    def forward(self, x):
+        if self.uses_onednn(x):
+            return _OneDNNLinear.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+    def uses_onednn(self, x):
+        return (ONEDNN_PRODUCTS and min(self.in_features, self.out_features) >= ONEDNN_MIN_WIDTH
+                and x.device.type == "cpu" and x.dim() == 2 and x.dtype == self.weight.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and onednn_available())
+
+
 def mlp(sizes, dropout):
     """Linear layers of the given sizes with Dropout then ReLU between them; the last is linear."""
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
+        layers.append(Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers += [Dropout(dropout), nn.ReLU()]
     return nn.Sequential(*layers)

@@ -46,6 +46,59 @@ def test_dropout_is_identity_in_eval_mode():
     assert torch.equal(layer(x), x)
 
 
+needs_onednn = pytest.mark.skipif(not models.onednn_available(), reason="this torch build has no oneDNN")
+
+
+def linear_pair(n_in=100, n_out=80):
+    torch.manual_seed(0)
+    layer, reference = models.Linear(n_in, n_out), nn.Linear(n_in, n_out)
+    reference.load_state_dict(layer.state_dict())  # the same parameters under the same names
+    return layer, reference
+
+
+@needs_onednn
+def test_onednn_linear_computes_nn_linears_output_and_gradients():
+    layer, reference = linear_pair()
+    x = torch.randn(7, 100, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = layer(x), reference(x_ref)
+    assert type(y.grad_fn).__name__ == "_OneDNNLinearBackward"  # oneDNN's path, not autograd's addmm
+    torch.testing.assert_close(y, y_ref)
+    grad = torch.randn_like(y)
+    y.backward(grad), y_ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+
+
+@needs_onednn
+def test_onednn_linear_leaves_frozen_weights_and_data_without_gradients():
+    layer, reference = linear_pair()
+    layer.requires_grad_(False), reference.requires_grad_(False)  # the generator phase's discriminator
+    x = torch.randn(7, 100, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    layer(x).square().sum().backward(), reference(x_ref).square().sum().backward()
+    assert layer.weight.grad is None and layer.bias.grad is None
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    layer.requires_grad_(True)
+    data = torch.randn(7, 100)  # images: no gradient wanted
+    layer(data).sum().backward()
+    assert data.grad is None and layer.weight.grad is not None
+
+
+def test_linear_is_nn_linear_under_autocast_when_narrow_and_when_switched_off(monkeypatch):
+    layer, reference = linear_pair()
+    x = torch.randn(7, 100)
+    assert layer.uses_onednn(x) == models.onednn_available()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        assert y.dtype == torch.bfloat16 and torch.equal(y, reference(x))
+    code_layer, code_reference = linear_pair(100, 8)  # narrower than ONEDNN_MIN_WIDTH
+    assert not code_layer.uses_onednn(x) and torch.equal(code_layer(x), code_reference(x))
+    monkeypatch.setattr(models, "ONEDNN_PRODUCTS", False)
+    assert not layer.uses_onednn(x) and torch.equal(layer(x), reference(x))
+
+
 class _ReplayingGraph:
     """Stands in for a CUDA graph on the CPU: a replay reruns the captured function into its output."""
 
@@ -86,6 +139,21 @@ def assert_same_weights_and_history(a, b):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(a.history) == strip(b.history)
     assert torch.equal(a.prior_rng.get_state(), b.prior_rng.get_state())
+
+
+@needs_onednn
+def test_training_through_onednn_is_reproducible_and_follows_torchs_own_products(tiny_model, dataset, monkeypatch):
+    monkeypatch.setattr(models, "ONEDNN_MIN_WIDTH", 1)  # the tiny model's 32-wide layers too
+    cfg = TrainConfig(epochs=1, batch_size=30, seed=0)
+    first, second = fit(tiny_model, cfg, dataset, False), fit(tiny_model, cfg, dataset, False)
+    assert_same_weights_and_history(first, second)  # bit-identical, as a seeded run must be
+    monkeypatch.setattr(models, "ONEDNN_PRODUCTS", False)
+    blas = fit(tiny_model, cfg, dataset, False)
+    for key in ("recon_loss", "disc_loss", "gen_loss"):
+        assert first.history[0][key] == pytest.approx(blas.history[0][key], rel=1e-4)
+    for key, value in first.encoder.state_dict().items():  # 7 Adam steps of 6e-4 apart at most, far less here
+        torch.testing.assert_close(value, blas.encoder.state_dict()[key], atol=1e-3, rtol=0)
+    assert not all(torch.equal(v, blas.encoder.state_dict()[k]) for k, v in first.encoder.state_dict().items())
 
 
 def test_graphed_steps_train_as_eager_steps_do(tiny_model, dataset, cpu_graphs):
@@ -140,15 +208,20 @@ def test_bench_profile_lists_the_matrix_products_by_shape():
     from torch.profiler import profile
 
     a, b, bias = torch.rand(30, 20), torch.rand(20, 10), torch.rand(10)
+    onednn = models.onednn_available()
     with profile(record_shapes=True) as p:
         for _ in range(2):  # two "steps", each of two products and one product with a bias
             a @ b, a @ b, torch.addmm(bias, a, b)
+            if onednn:  # models.Linear's products, x [30, 20] by a weight [10, 20], with and without a bias
+                models._onednn_product(a, b.t().contiguous(), bias), models._onednn_product(a, b.t())
         torch.rand(5, 5) * 2  # not a matrix product
     text = bench.matrix_products(p.key_averages(group_by_input_shape=True), steps=2, peak=123.4)
-    lines = [line for line in text.splitlines() if line.startswith(("mm", "addmm", "all"))]
+    lines = [line for line in text.splitlines() if line.startswith(("mm", "addmm", "onednn", "all"))]
     rows = {line[:34].strip(): line[34:].split() for line in lines}  # name, then calls, ms, GFLOP/s, share
-    assert set(rows) == {"mm     [30, 20] x [20, 10]", "addmm  [30, 20] x [20, 10]", "all"}
+    expected = {"mm     [30, 20] x [20, 10]", "addmm  [30, 20] x [20, 10]", "all"}
+    assert set(rows) == expected | ({"onednn [30, 20] x [20, 10]"} if onednn else set())
     assert rows["mm     [30, 20] x [20, 10]"][0] == "2" and rows["addmm  [30, 20] x [20, 10]"][0] == "1"
+    assert not onednn or rows["onednn [30, 20] x [20, 10]"][0] == "2"  # one row for both
     shares = [float(r[3].rstrip("%")) for name, r in rows.items() if name != "all"]
     assert abs(sum(shares) - 100) < 0.2
     assert "a 2000 x 2000 product runs at 123 GFLOP/s here" in text
