@@ -4,6 +4,7 @@
     python bench.py --device cuda --profile      # GPU: eager and CUDA graphs, checks, profile (~2 min)
     python bench.py --profile --no_memory        # + torch.profiler's top rows of our step
     python bench.py --batch_sizes 100 --precisions fp32 --rounds 9
+    python bench.py --modes eager blas           # + our step with torch's default products, not oneDNN's
 
 Prints, for this machine: samples/s, seconds per 60,000-image epoch, peak memory, and each loop's
 ratio to the original loop at the same batch size (the original has no bf16: bf16 rows are compared

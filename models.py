@@ -92,8 +92,8 @@ class _OneDNNLinear(torch.autograd.Function):
     """F.linear with oneDNN's forward and input-gradient products.
 
     The weight gradient grad.T @ x stays with torch.mm: oneDNN would first copy the transposed grad
-    (its input must be contiguous), which cost more than its faster kernel saved. Like autograd's
-    linear, it computes only the gradients that are needed (none for a frozen weight or for data).
+    (its input must be contiguous), and whole steps were then no faster. Like autograd's linear, it
+    computes only the gradients that are needed (none for a frozen weight or for data).
     """
 
     @staticmethod
