@@ -191,6 +191,22 @@ def test_bench_times_both_loops_and_compares_them(tiny_model):
     assert rows[4].split()[:2] == ["ours", "50"]
 
 
+@needs_onednn
+def test_bench_blas_rows_train_without_onednn_and_leave_the_switch_as_it_was(tiny_model, monkeypatch):
+    import bench
+
+    monkeypatch.setattr(models, "ONEDNN_MIN_WIDTH", 1)  # the tiny model's layers too
+    calls = []
+    apply = models._OneDNNLinear.apply
+    monkeypatch.setattr(models._OneDNNLinear, "apply", lambda *args: calls.append(1) or apply(*args))
+    images, cpu = bench.synthetic_images(n=100), torch.device("cpu")
+    assert bench.build(bench.Config("ours", 50, "fp32", "blas"), images, cpu).onednn is False
+    bench.OurLoop(images, 50, cpu, model_cfg=tiny_model, onednn=False).steps(2)
+    assert calls == [] and models.ONEDNN_PRODUCTS is True
+    bench.OurLoop(images, 50, cpu, model_cfg=tiny_model).steps(2)
+    assert calls
+
+
 def test_bench_quality_runs_parse_into_train_configs():
     import bench
 
