@@ -127,7 +127,14 @@ class Linear(nn.Linear):
     def uses_onednn(self, x):
         return (ONEDNN_PRODUCTS and min(self.in_features, self.out_features) >= ONEDNN_MIN_WIDTH
                 and x.device.type == "cpu" and x.dim() == 2 and x.dtype == self.weight.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and onednn_available())
+                and not _cpu_autocast() and onednn_available())
+
+
+def _cpu_autocast():
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # a torch older than the device_type argument
+        return torch.is_autocast_cpu_enabled()
 
 
 def mlp(sizes, dropout):
