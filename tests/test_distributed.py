@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import train
 import utils
 from data import load_dataset
-from models import ModelConfig
+from models import ONEDNN_MIN_WIDTH, ModelConfig
 from train import Trainer, TrainConfig
 
 ROOT = utils.Path(__file__).resolve().parent.parent
@@ -23,7 +23,8 @@ def _train_on_rank(rank, world_size, store, idx_dir, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
-        trainer = Trainer(ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32),
+        wide = ONEDNN_MIN_WIDTH  # hidden layers through models.Linear's oneDNN products, as at full size
+        trainer = Trainer(ModelConfig(latent_dim=2, hidden_dim=wide, dis_hidden_dim=wide),
                           TrainConfig(epochs=2, batch_size=25, seed=0), "cpu", rank, world_size)
         initial = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
         lines = []
