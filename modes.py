@@ -566,8 +566,13 @@ def evaluating(*modules):
 
 
 def batched(fn, images, batch_size=1000):
-    """fn of uint8 images [N, 28, 28] as floats, a batch at a time, concatenated."""
-    return torch.cat([fn(as_float(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+    """fn of images as floats in [0, 1], a batch at a time, concatenated.
+
+    images: uint8 [N, 28, 28] as the data sets store them, or floats in [0, 1] in any shape the
+    encoder takes ([N, 1, 28, 28], [N, 784]), as utils.load_models' networks take them.
+    """
+    floats = as_float if images.dtype == torch.uint8 else (lambda x: x)
+    return torch.cat([fn(floats(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
 def on_device(images, module):
@@ -575,13 +580,13 @@ def on_device(images, module):
 
 
 def predict_category(encoder, images):
-    """argmax_k q(y = k | x) for uint8 images [N, 28, 28]: [N] long."""
+    """argmax_k q(y = k | x) of images (uint8 [N, 28, 28] or floats in [0, 1], see batched): [N] long."""
     with evaluating(encoder):
         return batched(lambda x: encoder.split(x)[0].argmax(1), on_device(images, encoder))
 
 
 def codes_of(encoder, images):
-    """The encoder's style codes (eval mode) of uint8 images: [N, latent]."""
+    """The encoder's style codes (eval mode) of images (uint8 or floats, see batched): [N, latent]."""
     style = encoder.style if isinstance(encoder, CategoricalEncoder) else encoder
     with evaluating(encoder):
         return batched(style, on_device(images, encoder))

@@ -178,6 +178,19 @@ def test_load_trainer_rebuilds_a_mode(case, dataset, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.decoder.parameters(), trainer.decoder.parameters()))
 
 
+def test_predictions_and_codes_read_uint8_or_float_images_alike(dataset):
+    # the README hands modes.predict_category the float images that utils.load_models' networks take
+    model_cfg, train_cfg = configs("clustering", epochs=1)
+    encoder = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset).encoder
+    stored = dataset.test.images[:60]  # uint8 [N, 28, 28]
+    floats = train.as_float(stored)  # [N, 1, 28, 28] in [0, 1]
+    codes = modes.codes_of(encoder, stored)
+    assert codes.shape == (60, 2) and codes.std() > 0
+    for x in (floats, floats.flatten(1)):
+        assert torch.equal(modes.predict_category(encoder, x), modes.predict_category(encoder, stored))
+        assert torch.equal(modes.codes_of(encoder, x), codes)
+
+
 def test_load_models_reads_a_supervised_checkpoint_and_points_categorical_ones_to_load_trainer(dataset, tmp_path):
     import utils
 
