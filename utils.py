@@ -290,7 +290,7 @@ def draw_interpolation(trained, images, labels, path, n_pairs=8, steps=10, class
 @torch.no_grad()
 def draw_samples(trained, path, n=100, seed=0):
     """A grid of images decoded from prior draws (fixed by `seed`)."""
-    g = torch.Generator(device=next(trained.decoder.parameters()).device).manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same picture whatever the models' device
     save_grid(trained.decoder(trained.sample_prior(n, generator=g)), path, nrow=int(math.sqrt(n)) or 1)
 
 
