@@ -1,6 +1,6 @@
 """Training speed of this trainer, side by side with a faithful re-implementation of the original's loop.
 
-    python bench.py                              # CPU: batch 100 and 1024, fp32 and bf16 (a few minutes)
+    python bench.py                              # CPU: batch 100 and 1000, fp32 and bf16 (a few minutes)
     python bench.py --device cuda --profile      # GPU: eager and CUDA graphs, checks, profile (~2 min)
     python bench.py --profile --no_memory        # + torch.profiler's top rows of our step
     python bench.py --batch_sizes 100 --precisions fp32 --rounds 9

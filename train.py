@@ -48,7 +48,7 @@ class TrainConfig:
     # Fashion-MNIST (71% of its second layer's ReLUs dead by epoch 12; from epoch 57 it gave every code the
     # same logit) and costs reconstruction; at 2e-4, 37% dead at epoch 30 (docs/defaults.md).
     dis_lr: float = 2e-4
-    adam_beta1: float = 0.5  # see README "Why these defaults": 0.9 lets the codes collapse
+    adam_beta1: float = 0.5  # see README "Why these defaults": at 0.9 the adversarial phases swing harder
     prior: str = "gaussian"
     prior_std: float = 5.0  # the original's `randn * 5`
     seed: int = 0
