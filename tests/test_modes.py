@@ -13,6 +13,7 @@ import data
 import main
 import mode_outputs
 import modes
+import priors
 import train
 from models import ModelConfig
 from train import Interrupted, TrainConfig, Trainer
@@ -210,6 +211,70 @@ def test_semi_supervised_learns_to_classify_from_few_labels(dataset):
     trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
     errors = [row["test_error"] for row in trainer.history]
     assert errors[-1] < 0.5 and errors[-1] < errors[0]  # chance is 0.9
+
+
+# -- each number's known answer: encoders that read the label an image shows -------------------------
+
+
+# Images of class c have every pixel at 20 * c, so a stub can read the class an image shows; 9 or 10
+# training images a class, so that 5-NN on codes placed by class finds that class.
+TRAIN_LABELS = torch.tensor([0] * 10 + [1] * 9 + [2] * 10 + [3] * 9)
+TEST_LABELS = torch.tensor([0, 1, 2, 3])
+
+
+def showing(classes):
+    return (20 * classes).to(torch.uint8)[:, None, None].expand(-1, 28, 28).contiguous()
+
+
+def shown(images):
+    """The class a uint8 image of `showing` shows."""
+    return images.flatten(1)[:, 0].long() // 20
+
+
+def mixture_centres():
+    """Each mixture component's mean, from draws: the point of the prior that is surely its label's part."""
+    index = torch.arange(10000) % 10
+    draws = priors.sample("mixture", len(index), 2, generator=torch.Generator().manual_seed(1), index=index)
+    return torch.stack([draws[index == k].mean(0) for k in range(10)])
+
+
+# case: (ModelConfig fields, TrainConfig fields, numbers that are the share of test images named right,
+# numbers that are the share named wrong)
+KNOWN = {
+    "semi_supervised": ({"mode": "semi_supervised"}, {}, ("style_knn_accuracy",), ("test_error",)),
+    "clustering": ({"mode": "clustering", "clusters": 12}, {}, ("style_knn_accuracy",), ("test_cluster_error",)),
+    "dim_reduction": ({"mode": "dim_reduction"}, {}, ("knn_accuracy_2d", "style_knn_accuracy"), ("test_error",)),
+    "supervised": ({"mode": "supervised"}, {}, ("knn_accuracy",), ()),
+    "label_discriminator": ({"label_discriminator": True}, {"prior": "mixture"}, ("label_part_accuracy", "knn_accuracy"),
+                            ()),
+}
+
+
+@pytest.mark.parametrize("seen, right", [([0, 1, 2, 3], 1.0), ([0, 0, 3, 2], 0.25)])
+@pytest.mark.parametrize("case", KNOWN)
+def test_mode_metrics_give_known_answers_for_encoders_that_read_the_label_an_image_shows(case, seen, right,
+                                                                                          monkeypatch):
+    # The [0, 1] range checks above pass an error reported as an accuracy; 0.25 right is 0.75 wrong, not 0.25.
+    dataset = data.Dataset("known", data.Split(showing(TRAIN_LABELS), TRAIN_LABELS),
+                           data.Split(showing(torch.tensor(seen)), TEST_LABELS))
+    model_fields, train_fields, accuracies, errors = KNOWN[case]
+    model_cfg = ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32, **model_fields)
+    trainer = modes.make_trainer(model_cfg, TrainConfig(batch_size=50, seed=0, **train_fields), "cpu", TRAIN_LABELS)
+    k = trainer.n_categories
+    # clustering: cluster (c + 5) mod k holds class c, so a cluster is named by its training majority, not its number
+    category = (lambda c: (c + 5) % k) if not trainer.reads_labels else (lambda c: c)
+    monkeypatch.setattr(mode_outputs, "predict_category", lambda encoder, images: category(shown(images)))
+    if model_cfg.label_discriminator:  # codes at the centre of the mixture component of the class shown
+        monkeypatch.setattr(mode_outputs, "codes_of", lambda encoder, images: mixture_centres()[shown(images)])
+    else:  # codes, and dim_reduction's W y + z, 3 apart by class shown
+        place = lambda images: torch.stack([3.0 * shown(images), torch.zeros(len(images))], 1)  # noqa: E731
+        monkeypatch.setattr(mode_outputs, "codes_of", lambda encoder, images: place(images))
+        monkeypatch.setattr(mode_outputs, "representation", lambda trainer, images: place(images))
+    numbers = mode_outputs.mode_metrics(trainer, dataset)
+    assert {name: numbers[name] for name in accuracies + errors} == {
+        **{name: right for name in accuracies}, **{name: 1 - right for name in errors}}
+    if case == "clustering":
+        assert numbers["clusters_used"] == len(set(seen))
 
 
 # -- the extra phases ------------------------------------------------------------------------------
