@@ -32,17 +32,42 @@ def weights(tmp_path_factory, idx_dir, dataset):
 PNGS = ("reconstructions.png", "samples.png", "interpolation.png", "latent.png", "losses.png", "eval_curves.png")
 
 
-def test_evaluate_writes_every_promised_file(weights, tmp_path, capsys):
+def spy_on_metrics(monkeypatch):
+    """What each metrics.* function returned, by name, while the spy is in place."""
+    returned = {}
+    for name in ("parzen_estimate", "reconstruction_errors", "knn_accuracy", "mmd", "moment_match"):
+        def spy(*args, _real=getattr(metrics, name), _name=name, **kwargs):
+            returned[_name] = _real(*args, **kwargs)
+            return returned[_name]
+
+        monkeypatch.setattr(metrics, name, spy)
+    return returned
+
+
+def test_evaluate_writes_every_promised_file(weights, dataset, tmp_path, capsys, monkeypatch):
     out = tmp_path / "report"
+    returned = spy_on_metrics(monkeypatch)
     assert main.main(["evaluate", "--weights", str(weights), "--out", str(out), "--samples", "300"]) == 0
     printed = capsys.readouterr().out
     assert "Parzen log-likelihood" in printed and "340 ± 2" in printed and "evaluated in" in printed
     assert sorted(p.name for p in out.iterdir()) == sorted(("metrics.json", "report.md") + PNGS)
 
     results = json.loads((out / "metrics.json").read_text())
-    for key in ("parzen_ll", "parzen_sem", "parzen_sigma", "recon_bce", "recon_mse", "knn_accuracy", "mmd",
-                "code_mean_error", "code_std_error"):
-        assert isinstance(results[key], float), key
+    # each scalar is the one its metrics.* function returned: a type check passed recon_bce and recon_mse swapped
+    parzen, recon, moments = returned["parzen_estimate"], returned["reconstruction_errors"], returned["moment_match"]
+    assert (results["parzen_ll"], results["parzen_sem"], results["parzen_sigma"]) == (
+        parzen["mean"], parzen["sem"], parzen["sigma"])
+    assert (results["recon_bce"], results["recon_mse"]) == (recon["bce"], recon["mse"])
+    assert (results["knn_accuracy"], results["mmd"]) == (returned["knn_accuracy"], returned["mmd"])
+    assert (results["code_mean_error"], results["code_std_error"]) == (
+        moments["mean_abs_error"], moments["std_abs_error"])
+    assert (results["code_mean"], results["code_std"]) == (moments["code_mean"], moments["code_std"])
+    # and those functions saw the test images and their codes (the Parzen inputs: the protocol test below)
+    trained = utils.load_models(weights)
+    test_images = data.to_float(dataset.test.images)
+    assert recon == metrics.reconstruction_errors(trained.encoder, trained.decoder, test_images)
+    with torch.no_grad():
+        assert moments == metrics.moment_match(trained.encoder(test_images), 0.0, 5.0)
     assert len(results["code_mean"]) == len(results["prior_std"]) == 3 and results["prior_std"] == [5.0] * 3
     assert results["protocol"]["parzen_samples"] == 300 and results["protocol"]["test_images"] == 100
     assert results["dataset"] == "mnist" and results["epochs"] == 2

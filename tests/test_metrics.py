@@ -193,9 +193,11 @@ def test_moment_match_values():
     assert out["code_std"] == pytest.approx([math.sqrt(2), math.sqrt(2)])
     assert out["prior_mean"] == [0.0, 0.0] and out["prior_std"] == [1.0, 1.0]
     assert out["mean_abs_error"] == pytest.approx(0.5)
+    assert out["std_abs_error"] == pytest.approx(math.sqrt(2) - 1)  # |sqrt 2 - 1| in each dimension
     assert out["std_ratio"] == pytest.approx([math.sqrt(2), math.sqrt(2)])
     per_dim = metrics.moment_match(codes, torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0]))
     assert per_dim["mean_abs_error"] == pytest.approx(0.0)
+    assert per_dim["std_abs_error"] == pytest.approx(0.5)  # (|sqrt 2 - 1| + |sqrt 2 - 2|) / 2 = 1 / 2
     assert per_dim["std_ratio"] == pytest.approx([math.sqrt(2), math.sqrt(2) / 2])
 
 
