@@ -186,9 +186,13 @@ def test_bench_times_both_loops_and_compares_them(tiny_model):
         assert c.runner.steps(6) == 6  # 6 steps cross an epoch of 4 batches: both loops wrap around
         c.rounds = [bench.timed(c, 2, cpu)[0]]
     assert configs[1].runner.trainer.step == 6 + 2
+    assert all(c.rounds[0] > 0 for c in configs)
+    # made-up rounds (steps/s) with known quotients: the original's ratio to itself, 1.00, passed an inverted ratio
+    configs[0].rounds, configs[1].rounds = [2.0, 4.0, 3.0], [5.0, 8.0, 20.0]  # median and best: 3, 4 and 8, 20
     rows = bench.table(configs, cpu).splitlines()
-    assert rows[3].split()[:2] == ["original", "50"] and rows[3].split()[6] == "1.00"
-    assert rows[4].split()[:2] == ["ours", "50"]
+    # samples/s = 50 x steps/s, s/epoch = 60,000 / samples/s, x orig. = ours / original: 400 / 150, 1000 / 200
+    assert rows[3].split() == ["original", "50", "fp32", "eager", "150", "400.0", "1.00", "200", "300.0", "1.00", "--"]
+    assert rows[4].split() == ["ours", "50", "fp32", "eager", "400", "150.0", "2.67", "1,000", "60.0", "5.00", "--"]
 
 
 @needs_onednn
