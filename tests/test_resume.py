@@ -168,13 +168,13 @@ def second_signal_during_save(idx_dir, one_epoch, tmp_path, signum):
     while not any(p.name.startswith(".aae.pt.") for p in weights.iterdir()):  # the save has begun
         assert time.time() < deadline and child.proc.poll() is None, "the save never started"
         time.sleep(0.001)
-    sent = time.time()
     child.signal(signum)
     code, out, err = child.finish()
-    assert time.time() - sent < 15, "the second signal did not exit at once (the save alone takes 30 s)"
     assert code == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err and "continue with" not in err
-    assert (weights / "aae.pt").read_bytes() == before  # the interrupted save left the previous one
+    # The save's os.replace comes after its 30 s sleep: had the second signal waited for the save (or been
+    # ignored), the new checkpoint would have replaced the previous one. No clock needed.
+    assert (weights / "aae.pt").read_bytes() == before
     assert sorted(p.name for p in weights.iterdir() if p.name.startswith(".")) == []  # no temp file
     assert load(weights)["epoch"] == 1
 
