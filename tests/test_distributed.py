@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import models
 import train
 import utils
 from data import load_dataset
@@ -27,11 +28,13 @@ def _train_on_rank(rank, world_size, store, idx_dir, out):
         trainer = Trainer(ModelConfig(latent_dim=2, hidden_dim=wide, dis_hidden_dim=wide),
                           TrainConfig(epochs=2, batch_size=25, seed=0), "cpu", rank, world_size)
         initial = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
-        lines = []
+        lines, onednn_calls = [], []
+        apply = models._OneDNNLinear.apply  # counted where a backward follows: training, not the test evaluation
+        models._OneDNNLinear.apply = lambda *args: onednn_calls.append(torch.is_grad_enabled()) or apply(*args)
         trainer.fit(load_dataset("mnist", idx_dir), log=lines.append)
         nets = {name: getattr(trainer, name).state_dict() for name in ("encoder", "decoder", "discriminator")}
         torch.save({"nets": nets, "initial": initial, "lines": lines, "history": trainer.history,
-                    "steps": trainer.step}, out / f"rank{rank}.pt")
+                    "steps": trainer.step, "onednn_calls": sum(onednn_calls)}, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -47,6 +50,9 @@ def test_ranks_train_one_model_on_their_shards(idx_dir, tmp_path):
     without_time = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert without_time(r0["history"]) == without_time(r1["history"])  # epoch means averaged over all ranks
     assert len(r0["lines"]) == 2 and r1["lines"] == []  # only rank 0 logs
+    if not models.onednn_available():
+        pytest.skip("this torch build has no oneDNN: the ranks trained through torch's own products only")
+    assert r0["onednn_calls"] > 0 and r1["onednn_calls"] > 0  # the wide layers trained through oneDNN under DDP
 
 
 def test_torchrun_writes_one_set_of_files_that_load_models_reads(idx_dir, tmp_path):
