@@ -15,6 +15,7 @@ Ctrl-C/SIGTERM (resumable).
 
 import argparse
 import math
+import os
 import signal
 import sys
 from dataclasses import asdict, fields
@@ -335,6 +336,14 @@ class UsageError(Exception):
     pass
 
 
+def resumes_over_another_run(source, weights):
+    """Whether --resume SOURCE would save over a checkpoint in `weights` that is not SOURCE's own file."""
+    import utils
+
+    existing, resumed = weights / utils.CHECKPOINT_NAME, utils.checkpoint_path(source)
+    return existing.exists() and not (resumed.exists() and os.path.samefile(existing, resumed))
+
+
 def train_command(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -361,6 +370,10 @@ def train_command(argv):
     if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
         raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run; continue it with --resume, "
                          "or train into another --weights folder (or delete it)")
+    if isinstance(args.resume, str) and resumes_over_another_run(Path(args.resume), weights):
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds another run than {args.resume}, and resuming saves "
+                         f"into --weights; pass --weights {utils.checkpoint_path(Path(args.resume)).parent} to continue "
+                         "it there, or an empty --weights folder")
     rank, world_size, device = join_torchrun(device)
     say = print if rank == 0 else lambda *a, **k: None  # one process speaks, saves and draws
     if rank == 0:
@@ -583,13 +596,11 @@ def load_mode(weights, device, dataset=None, directory=None):
     from data import load_dataset
 
     try:
-        trainer = modes.load_trainer(weights, device=device)
+        trainer = modes.load_trainer(weights, device=device)  # networks in eval mode
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # shapes were checked; the rest
         detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
         raise utils.CheckpointError(f"{utils.checkpoint_path(weights)} holds a --mode model whose state cannot be "
                                     f"loaded ({detail}); the file is damaged or from another version") from None
-    for net in (trainer.encoder, trainer.decoder):
-        net.eval()
     tc = trainer.cfg
     data = load_dataset(dataset or tc.dataset, directory or tc.directory, download=False)
     return trainer, data, utils.checkpoint_path(weights)

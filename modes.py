@@ -103,6 +103,8 @@ def check_configs(model_cfg, train_cfg):
         raise ValueError("--mode clustering reads no labels: drop --labels (semi_supervised reads them)")
     if m.mode == "semi_supervised" and t.labels == 0:
         raise ValueError("--mode semi_supervised with --labels 0 has no labels: use --mode clustering")
+    if m.mode in CATEGORICAL and categories(m, t) < 2:
+        raise ValueError(f"--clusters {m.clusters} puts every image in one cluster: use 2 or more")
 
 
 def select_labels(labels, n, n_classes, seed):
@@ -537,8 +539,9 @@ def make_trainer(model_cfg, train_cfg, device, train_labels=None, **kwargs):
 
 
 def load_trainer(path, device="cpu"):
-    """The trainer of a checkpoint (file or weights folder), networks and state loaded; for using the
-    weights (continuing training goes through main.py --resume). Sets torch's global RNG state."""
+    """The trainer of a checkpoint (file or weights folder), networks and state loaded, in eval mode (dropout
+    off, mean codes) as utils.load_models returns them; for using the weights (continuing training goes
+    through main.py --resume, and fit() switches them back to training). Sets torch's global RNG state."""
     import utils  # lazy: utils sits below train
 
     ckpt = utils.load_checkpoint(path, map_location=device)
@@ -547,6 +550,9 @@ def load_trainer(path, device="cpu"):
     plain = model_cfg.mode == "unsupervised" and not model_cfg.label_discriminator
     trainer = Trainer(model_cfg, train_cfg, device) if plain else ModeTrainer(model_cfg, train_cfg, device)
     trainer.load_state_dict(ckpt)
+    for net in (trainer.encoder, trainer.decoder, trainer.discriminator, getattr(trainer, "discriminator_y", None)):
+        if net is not None:
+            net.eval()
     return trainer
 
 

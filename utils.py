@@ -265,6 +265,9 @@ def interpolate(encoder, decoder, start, end, steps=10):
 def pick_pairs(labels, n_pairs, classes=None, generator=None):
     """Indices (a, b) of n_pairs image pairs: random ones, or class classes[0] -> classes[1]."""
     if classes is None:
+        if 2 * n_pairs > len(labels):
+            raise ValueError(f"--pairs {n_pairs} needs {2 * n_pairs} different test images and the test split has "
+                             f"{len(labels)}: use --pairs {len(labels) // 2} or fewer, or --classes A B")
         order = torch.randperm(len(labels), generator=generator)
         return order[:n_pairs], order[n_pairs : 2 * n_pairs]
     ends = []

@@ -170,9 +170,11 @@ def test_load_trainer_rebuilds_a_mode(case, dataset, tmp_path):
     trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
     utils.save_checkpoint(trainer.state_dict(), tmp_path / "aae.pt")
     loaded = modes.load_trainer(tmp_path)
+    # in eval mode, as utils.load_models' networks come back: dropout off, the same codes on every call
+    nets = [loaded.encoder, loaded.decoder, loaded.discriminator, getattr(loaded, "discriminator_y", None)]
+    assert not any(net.training for net in nets if net is not None)
     x = train.as_float(dataset.test.images[:10])
-    for t in (trainer, loaded):
-        t.encoder.eval(), t.decoder.eval()
+    trainer.encoder.eval(), trainer.decoder.eval()
     with torch.no_grad():
         assert torch.equal(loaded.encoder(x), trainer.encoder(x))
     assert torch.equal(loaded.discriminator.net[0].weight, trainer.discriminator.net[0].weight)
@@ -463,6 +465,8 @@ def test_categorical_prior_draws_decode_one_category_a_column(dataset):
     ({"mode": "supervised"}, {"labels": 100}, "decodes every image with its label"),
     ({"mode": "clustering"}, {"labels": 100}, "reads no labels"),
     ({"mode": "semi_supervised"}, {"labels": 0}, "use --mode clustering"),
+    ({"mode": "clustering", "clusters": 1}, {}, "--clusters 1 puts every image in one cluster"),
+    ({"mode": "dim_reduction", "clusters": 1}, {"labels": 0}, "--clusters 1 puts every image in one cluster"),
 ])
 def test_contradicting_options_are_refused(model_fields, train_fields, message):
     with pytest.raises(ValueError, match=message):

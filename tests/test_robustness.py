@@ -270,6 +270,22 @@ def test_a_fresh_run_never_overwrites_an_earlier_one(weights, idx_dir, capsys):
     assert (weights / "aae.pt").read_bytes() == before
 
 
+def test_resuming_another_runs_checkpoint_never_overwrites_the_one_in_weights(weights, tmp_path, idx_dir, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "aae.pt").write_bytes((weights / "aae.pt").read_bytes())  # another run's file, not weights' own
+    before = (weights / "aae.pt").read_bytes()
+    code, out, err = run_main(["--directory", idx_dir, "--weights", weights, "--resume", other / "aae.pt",
+                               "--epochs", "2"], capsys)
+    one_line_error(code, err, 2)
+    assert f"holds another run than {other / 'aae.pt'}" in err and f"--weights {other}" in err
+    assert (weights / "aae.pt").read_bytes() == before
+    # its own file, named as --resume FILE, continues as --resume does
+    assert run_main(["--directory", idx_dir, "--weights", weights, "--resume", weights / "aae.pt", "--epochs", "2"],
+                    capsys)[0] == 0
+    assert utils.load_checkpoint(weights)["epoch"] == 2
+
+
 def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, capsys):
     (tmp_path / "w").write_text("not a folder")
     code, out, err = run_main(["--directory", idx_dir, "--weights", tmp_path / "w", "--epochs", "1"], capsys)
@@ -300,6 +316,15 @@ def test_draw_into_an_unwritable_folder_is_refused(tiny_run, tmp_path, capsys):
     code, out, err = run_main(["draw", "samples", "--weights", tiny_run, "--out", tmp_path / "file" / "pics"], capsys)
     one_line_error(code, err, 1)
     assert "--out folder" in err and "not writable" in err
+
+
+def test_more_random_pairs_than_the_test_split_holds_are_refused(tiny_run, idx_dir, tmp_path, capsys):
+    n_test = len(data.load_dataset("mnist", idx_dir).test.images)
+    argv = ["draw", "interpolation", "--weights", tiny_run, "--directory", idx_dir, "--out", tmp_path]
+    code, out, err = run_main(argv + ["--pairs", n_test // 2 + 1], capsys)
+    one_line_error(code, err, 2)
+    assert f"the test split has {n_test}: use --pairs {n_test // 2} or fewer" in err
+    assert run_main(argv + ["--pairs", n_test // 2], capsys)[0] == 0 and (tmp_path / "interpolation.png").exists()
 
 
 def test_an_idx_file_of_no_images_is_refused(tmp_path):
