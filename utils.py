@@ -279,8 +279,17 @@ def pick_pairs(labels, n_pairs, classes=None, generator=None):
     return ends[0], ends[1]
 
 
+def image_batch(images, image_shape):
+    """Floats [N, C, H, W] in [0, 1] from the data sets' uint8 [N, H, W], or from floats [N, C, H, W] or [N, C*H*W]."""
+    x = images.float().div(255) if images.dtype == torch.uint8 else images
+    return x.reshape(len(x), *image_shape)
+
+
 def draw_interpolation(trained, images, labels, path, n_pairs=8, steps=10, classes=None, seed=0):
-    """The original's strips: each row a linear walk in code space between two test digits."""
+    """The original's strips: each row a linear walk in code space between two test digits.
+
+    images: as image_batch takes them (uint8 or floats in [0, 1]); labels: [N] for --classes."""
+    images = image_batch(images, trained.config.image_shape)
     g = torch.Generator().manual_seed(seed)
     a, b = pick_pairs(labels, n_pairs, classes, g)
     device = next(trained.encoder.parameters()).device
@@ -299,9 +308,9 @@ def draw_samples(trained, path, n=100, seed=0):
 
 @torch.no_grad()
 def draw_reconstructions(trained, images, path, n=50):
-    """Test images (odd rows) above their reconstructions (even rows), 10 a row."""
+    """Test images (odd rows) above their reconstructions (even rows), 10 a row; images as image_batch takes them."""
     device = next(trained.encoder.parameters()).device
-    x = images[:n].to(device)
+    x = image_batch(images[:n], trained.config.image_shape).to(device)
     recon = trained.decoder(trained.encoder(x))
     rows = [t for i in range(0, len(x), 10) for t in (x[i : i + 10], recon[i : i + 10])]
     save_grid(torch.cat(rows), path, nrow=10)

@@ -111,6 +111,19 @@ def test_interpolation_walks_between_the_end_codes(checkpoint, dataset):
         assert torch.allclose(strips[:, -1], trained.decoder(trained.encoder(x[2:])))
 
 
+def test_pictures_read_stored_or_float_images_alike(checkpoint, dataset, tmp_path):
+    # the data sets' uint8 [N, 28, 28], and floats [N, 1, 28, 28] or [N, 784] as the networks take them
+    trained = utils.load_models(checkpoint[0])
+    stored = dataset.test.images[:40]
+    floats = stored.unsqueeze(1).float() / 255
+    for i, images in enumerate((stored, floats, floats.flatten(1))):
+        utils.draw_interpolation(trained, images, dataset.test.labels[:40], tmp_path / f"i{i}.png", n_pairs=3, steps=4)
+        utils.draw_reconstructions(trained, images, tmp_path / f"r{i}.png", n=20)
+    for name in ("i", "r"):
+        assert (tmp_path / f"{name}0.png").read_bytes() == (tmp_path / f"{name}1.png").read_bytes() == (
+            tmp_path / f"{name}2.png").read_bytes()
+
+
 def test_pictures_are_written(checkpoint, dataset, tmp_path):
     from PIL import Image
 
