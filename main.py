@@ -453,6 +453,8 @@ def train_command(argv):
     if rank == 0:
         if model_cfg.mode == "unsupervised":
             draw_all(utils.load_models(weights, device=device), data, weights, seed=train_cfg.seed)
+        else:  # the usual pictures, as main.py draw makes them for a mode (its own picture comes next)
+            mode_outputs.draw(trainer, data, weights, what=("samples", "reconstructions", "losses"), seed=train_cfg.seed)
         if mode_outputs.wanted(model_cfg, train_cfg):
             numbers, _ = mode_outputs.write_outputs(trainer, data, weights)
             say("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))

@@ -480,6 +480,8 @@ def test_command_line_trains_a_mode_writes_its_outputs_and_refuses_a_contradicti
     numbers = json.loads((weights / mode_outputs.METRICS_NAME).read_text())
     assert numbers["mode"] == "semi_supervised" and numbers["labelled_examples"] == 20 and "test_error" in numbers
     assert (weights / "semi_supervised_styles.png").is_file() and (weights / "aae.pt").is_file()
+    for usual in ("samples.png", "reconstructions.png", "losses.png"):  # as a plain run leaves them
+        assert (weights / usual).is_file(), usual
     assert "test_error" in capsys.readouterr().out
     assert main.main([*common, "--epochs", "2", "--mode", "clustering", "--resume"]) == 2
     assert "--mode clustering (checkpoint: semi_supervised)" in capsys.readouterr().err
