@@ -562,7 +562,8 @@ def draw_command(argv):
 
     device = utils.choose_device(args.device)
     mode = checkpoint_mode(args.weights)
-    allowed = PICTURES if mode == "unsupervised" else mode_outputs.PICTURES
+    extra = mode == "unsupervised" and has_mode_outputs(args.weights)  # its number and picture are mode_outputs'
+    allowed = (PICTURES + ("mode",) if extra else PICTURES) if mode == "unsupervised" else mode_outputs.PICTURES
     if any(w not in allowed for w in args.what):
         wrong = next(w for w in args.what if w not in allowed)
         raise UsageError(f"a --mode {mode} checkpoint has no {wrong!r} picture; choose from {', '.join(allowed)}")
@@ -572,7 +573,7 @@ def draw_command(argv):
     tc = trained.train_config
     directory = args.directory or tc.get("directory", "data")
     data = None
-    if set(args.what) & {"all", "interpolation", "reconstructions"}:
+    if set(args.what) & {"all", "interpolation", "reconstructions", "mode"}:
         data = load_dataset(tc.get("dataset", "mnist"), directory, download=False)
         if args.classes and any(c not in data.test.labels for c in args.classes):
             raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
@@ -580,7 +581,23 @@ def draw_command(argv):
     utils.check_writable(out, "--out")
     for path in draw_all(trained, data, out, args.what, args.classes, args.pairs, args.steps, args.seed):
         print(path)
+    if extra and set(args.what) & {"all", "mode"}:
+        import modes
+
+        for path in mode_outputs.draw_mode(modes.load_trainer(args.weights, device=device), data, out):
+            print(path)
     return 0
+
+
+def has_mode_outputs(weights):
+    """Whether a plain-mode checkpoint also has mode_outputs' number and picture (mode_outputs.wanted): the label
+    discriminator's, and those of the other priors and encoders."""
+    import mode_outputs
+    import modes
+    import utils
+
+    ckpt = utils.load_checkpoint(weights)
+    return mode_outputs.wanted(utils.model_config_from(ckpt), modes.train_config_from(ckpt["train_config"]))
 
 
 def checkpoint_mode(weights):
@@ -653,6 +670,14 @@ def evaluate_command(argv):
     print(evaluate.summary(results))
     for path in evaluate.write_report(trained, data, results, out, args.seed, utils.checkpoint_path(args.weights)):
         print(path)
+    if has_mode_outputs(args.weights):  # e.g. the label discriminator's label_part_accuracy and latent_codes.png
+        import mode_outputs
+        import modes
+
+        numbers, pictures = mode_outputs.write_outputs(modes.load_trainer(args.weights, device=device), data, out)
+        print("mode_metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+        for path in [*pictures, out / mode_outputs.METRICS_NAME]:
+            print(path)
     print(f"evaluated in {time.perf_counter() - started:.1f} s")
     return 0
 

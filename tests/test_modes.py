@@ -523,6 +523,21 @@ def test_a_plain_checkpoint_has_no_mode_picture(idx_dir, tmp_path, capsys):
     assert "a --mode unsupervised checkpoint has no 'mode' picture" in capsys.readouterr().err
 
 
+def test_draw_and_evaluate_give_a_label_discriminator_checkpoint_its_number_and_picture(idx_dir, tmp_path, capsys):
+    # a plain-mode model whose outputs are mode_outputs' too (README's table reports label_part_accuracy)
+    weights, out = tmp_path / "w", tmp_path / "out"
+    assert main.main(["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--epochs", "1",
+                      "--threads", "1", "--label_discriminator", "--prior", "mixture", "--weights", str(weights)]) == 0
+    trained = json.loads((weights / mode_outputs.METRICS_NAME).read_text())
+    assert main.main(["draw", "mode", "--weights", str(weights), "--out", str(out / "pictures")]) == 0
+    assert [p.name for p in (out / "pictures").iterdir()] == ["latent_codes.png"]
+    assert main.main(["evaluate", "--weights", str(weights), "--out", str(out / "report"), "--samples", "200"]) == 0
+    assert "label_part_accuracy" in capsys.readouterr().out
+    numbers = json.loads((out / "report" / mode_outputs.METRICS_NAME).read_text())
+    assert numbers["label_part_accuracy"] == trained["label_part_accuracy"]  # the same model, the same number
+    assert (out / "report" / "metrics.json").is_file() and (out / "report" / "latent_codes.png").is_file()
+
+
 def test_eval_every_logs_a_modes_numbers_and_leaves_training_unchanged(idx_dir, tmp_path, capsys):
     import utils
 
