@@ -567,6 +567,9 @@ def draw_command(argv):
     if any(w not in allowed for w in args.what):
         wrong = next(w for w in args.what if w not in allowed)
         raise UsageError(f"a --mode {mode} checkpoint has no {wrong!r} picture; choose from {', '.join(allowed)}")
+    if "losses" in args.what and not utils.load_checkpoint(args.weights).get("history"):
+        raise UsageError(f"{utils.checkpoint_path(args.weights)} has no completed epoch yet, so no losses to draw; "
+                         "train on with --resume")
     if mode != "unsupervised":
         return draw_mode_command(args, device)
     trained = utils.load_models(args.weights, device=device)

@@ -327,6 +327,17 @@ def test_more_random_pairs_than_the_test_split_holds_are_refused(tiny_run, idx_d
     assert run_main(argv + ["--pairs", n_test // 2], capsys)[0] == 0 and (tmp_path / "interpolation.png").exists()
 
 
+def test_losses_of_a_checkpoint_with_no_completed_epoch_are_refused(tiny_run, idx_dir, tmp_path, capsys):
+    state = utils.load_checkpoint(tiny_run)
+    state["history"] = []  # as a run stopped inside its first epoch leaves it
+    (tmp_path / "w").mkdir()
+    utils.save_checkpoint(state, tmp_path / "w" / "aae.pt")
+    code, out, err = run_main(["draw", "losses", "--weights", tmp_path / "w", "--out", tmp_path / "pics"], capsys)
+    one_line_error(code, err, 2)
+    assert "has no completed epoch yet, so no losses to draw" in err
+    assert run_main(["draw", "samples", "--weights", tmp_path / "w", "--out", tmp_path / "pics"], capsys)[0] == 0
+
+
 def test_an_idx_file_of_no_images_is_refused(tmp_path):
     folder = data.write_synthetic_idx(tmp_path, n_train=20, n_test=10, gz=False)
     data.write_idx(folder / "train-images-idx3-ubyte", torch.zeros(0, 28, 28, dtype=torch.uint8))
