@@ -600,7 +600,10 @@ def has_mode_outputs(weights):
     import utils
 
     ckpt = utils.load_checkpoint(weights)
-    return mode_outputs.wanted(utils.model_config_from(ckpt), modes.train_config_from(ckpt["train_config"]))
+    try:
+        return mode_outputs.wanted(utils.model_config_from(ckpt), modes.train_config_from(ckpt.get("train_config", {})))
+    except (AttributeError, KeyError, TypeError, ValueError):  # a damaged config: utils.load_models says so next
+        return False
 
 
 def checkpoint_mode(weights):

@@ -216,13 +216,15 @@ class TrainedAAE:
     history: list
 
     def sample_prior(self, n, generator=None):
-        """n draws from the prior this model was trained towards, on the models' device."""
+        """n draws from the prior this model was trained towards, on the models' device (TrainConfig's default
+        prior for a checkpoint that does not name one)."""
         import priors
+        from train import TrainConfig  # lazy: utils sits below train
 
-        tc = self.train_config
+        prior = self.train_config.get("prior", TrainConfig.prior)
         device = next(self.decoder.parameters()).device
-        params = {"std": tc["prior_std"]} if tc["prior"] == "gaussian" else {}
-        return priors.sample(tc["prior"], n, self.config.latent_dim, generator=generator, device=device, **params)
+        params = {"std": self.train_config.get("prior_std", TrainConfig.prior_std)} if prior == "gaussian" else {}
+        return priors.sample(prior, n, self.config.latent_dim, generator=generator, device=device, **params)
 
 
 def load_models(path, device="cpu"):

@@ -190,6 +190,13 @@ def test_weights_without_a_training_state_draw_but_do_not_resume(weights, tmp_pa
     assert run_main(["draw", "samples", "--weights", weights, "--out", tmp_path], capsys)[0] == 0
 
 
+def test_a_checkpoint_without_its_train_config_still_draws_from_the_default_prior(weights, tmp_path, capsys):
+    edit(lambda c: c.pop("train_config"))(weights / "aae.pt")  # utils.load_models reads it as {}
+    assert run_main(["draw", "samples", "--weights", weights, "--out", tmp_path], capsys)[0] == 0
+    assert utils.load_models(weights).sample_prior(4000, torch.Generator().manual_seed(0)).std().item() == (
+        pytest.approx(TrainConfig.prior_std, rel=0.05))
+
+
 def test_a_checkpoint_saved_on_a_gpu_loads_and_resumes_on_the_cpu(tmp_path, capsys):
     # tests/data/cuda_checkpoint.pt was written by train.Trainer on an NVIDIA H200 (torch 2.11, CUDA 13):
     # a tiny model stopped at step 5 of epoch 2 of 2000 synthetic digits, every tensor saved on cuda:0.
