@@ -561,13 +561,14 @@ def draw_command(argv):
     from data import load_dataset
 
     device = utils.choose_device(args.device)
-    mode = checkpoint_mode(args.weights)
-    extra = mode == "unsupervised" and has_mode_outputs(args.weights)  # its number and picture are mode_outputs'
+    ckpt = utils.load_checkpoint(args.weights)
+    mode = checkpoint_mode(ckpt)
+    extra = mode == "unsupervised" and has_mode_outputs(ckpt)  # its number and picture are mode_outputs'
     allowed = (PICTURES + ("mode",) if extra else PICTURES) if mode == "unsupervised" else mode_outputs.PICTURES
     if any(w not in allowed for w in args.what):
         wrong = next(w for w in args.what if w not in allowed)
         raise UsageError(f"a --mode {mode} checkpoint has no {wrong!r} picture; choose from {', '.join(allowed)}")
-    if "losses" in args.what and not utils.load_checkpoint(args.weights).get("history"):
+    if "losses" in args.what and not ckpt.get("history"):
         raise UsageError(f"{utils.checkpoint_path(args.weights)} has no completed epoch yet, so no losses to draw; "
                          "train on with --resume")
     if mode != "unsupervised":
@@ -592,26 +593,23 @@ def draw_command(argv):
     return 0
 
 
-def has_mode_outputs(weights):
-    """Whether a plain-mode checkpoint also has mode_outputs' number and picture (mode_outputs.wanted): the label
-    discriminator's, and those of the other priors and encoders."""
+def has_mode_outputs(ckpt):
+    """Whether a plain-mode checkpoint (its loaded dict) also has mode_outputs' number and picture
+    (mode_outputs.wanted): the label discriminator's, and those of the other priors and encoders."""
     import mode_outputs
     import modes
     import utils
 
-    ckpt = utils.load_checkpoint(weights)
     try:
         return mode_outputs.wanted(utils.model_config_from(ckpt), modes.train_config_from(ckpt.get("train_config", {})))
     except (AttributeError, KeyError, TypeError, ValueError):  # a damaged config: utils.load_models says so next
         return False
 
 
-def checkpoint_mode(weights):
-    """The --mode a checkpoint was trained with. "unsupervised" (the label discriminator's and the other
-    priors' and encoders' too) has the plain networks of utils.load_models; the others are modes.py's."""
-    import utils
-
-    return utils.load_checkpoint(weights)["model_config"].get("mode", "unsupervised")
+def checkpoint_mode(ckpt):
+    """The --mode a checkpoint (its loaded dict) was trained with. "unsupervised" (the label discriminator's and
+    the other priors' and encoders' too) has the plain networks of utils.load_models; the others are modes.py's."""
+    return ckpt["model_config"].get("mode", "unsupervised")
 
 
 def load_mode(weights, device, dataset=None, directory=None):
@@ -654,7 +652,8 @@ def evaluate_command(argv):
 
     started = time.perf_counter()
     device = utils.choose_device(args.device)
-    if checkpoint_mode(args.weights) != "unsupervised":
+    ckpt = utils.load_checkpoint(args.weights)
+    if checkpoint_mode(ckpt) != "unsupervised":
         import mode_outputs
 
         trainer, data, checkpoint = load_mode(args.weights, device, args.dataset, args.directory)
@@ -676,7 +675,7 @@ def evaluate_command(argv):
     print(evaluate.summary(results))
     for path in evaluate.write_report(trained, data, results, out, args.seed, utils.checkpoint_path(args.weights)):
         print(path)
-    if has_mode_outputs(args.weights):  # e.g. the label discriminator's label_part_accuracy and latent_codes.png
+    if has_mode_outputs(ckpt):  # e.g. the label discriminator's label_part_accuracy and latent_codes.png
         import mode_outputs
         import modes
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+import data
 from models import CATEGORICAL, ModelConfig, build_models
 
 CHECKPOINT_NAME = "aae.pt"
@@ -283,7 +284,7 @@ def pick_pairs(labels, n_pairs, classes=None, generator=None):
 
 def image_batch(images, image_shape):
     """Floats [N, C, H, W] in [0, 1] from the data sets' uint8 [N, H, W], or from floats [N, C, H, W] or [N, C*H*W]."""
-    x = images.float().div(255) if images.dtype == torch.uint8 else images
+    x = data.to_float(images) if images.dtype == torch.uint8 else images
     return x.reshape(len(x), *image_shape)
 
 
