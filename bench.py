@@ -165,26 +165,24 @@ class OriginalLoop:
 class OurLoop:
     """Trainer.run_epoch itself, k steps at a time: stopped through should_stop, resumed mid-epoch.
 
-    onednn=False: with torch's default products instead of oneDNN's (models.ONEDNN_PRODUCTS).
+    onednn=False: with torch's default products instead of oneDNN's (models.use_onednn).
     """
 
     def __init__(self, images, batch_size, device, precision="fp32", cuda_graphs=False, seed=0,
                  model_cfg=ModelConfig(), onednn=True):
         cfg = TrainConfig(batch_size=batch_size, precision=precision, seed=seed)
         self.trainer = Trainer(model_cfg, cfg, device, cuda_graphs=cuda_graphs)
-        self.images, self.onednn = images, onednn
+        for net in self.trainer.model.nets.values():
+            models.use_onednn(net, onednn)
+        self.images = images
 
     def steps(self, k):
         t, start = self.trainer, self.trainer.step
-        models.ONEDNN_PRODUCTS, before = self.onednn, models.ONEDNN_PRODUCTS
-        try:
-            while t.step - start < k:  # into the next epoch when this one ends first
-                try:
-                    t.run_epoch(self.images, lambda: t.step - start >= k, train._no_progress)
-                except Interrupted:
-                    pass
-        finally:
-            models.ONEDNN_PRODUCTS = before
+        while t.step - start < k:  # into the next epoch when this one ends first
+            try:
+                t.run_epoch(self.images, lambda: t.step - start >= k, train._no_progress)
+            except Interrupted:
+                pass
         return t.step - start
 
 
@@ -318,7 +316,7 @@ def check_graphs_match_eager(images, device, precision, steps, log):
     used = "replayed" if g is not None and g.graph is not None else f"NOT used ({g.failed if g else 'never built'})"
     worst, scale = 0.0, 0.0
     for name in ("encoder", "decoder", "discriminator"):
-        a, b = getattr(runs["eager"], name).state_dict(), getattr(runs["graphs"], name).state_dict()
+        a, b = runs["eager"].model.nets[name].state_dict(), runs["graphs"].model.nets[name].state_dict()
         for k in a:
             worst = max(worst, (a[k] - b[k]).abs().max().item())
             scale = max(scale, a[k].abs().max().item())
@@ -431,9 +429,9 @@ def parzen(trainer, data, n_samples=10_000, n_validation=1_000):
     n_validation training images), the protocol of metrics.parzen_estimate."""
     import metrics
 
-    dec = trainer.decoder.eval()
-    z = trainer.sample_prior(n_samples, generator=torch.Generator(trainer.device).manual_seed(1234))
-    samples = torch.cat([dec(chunk) for chunk in z.split(1000)]).flatten(1)
+    model = trainer.model
+    z = model.sample_prior(n_samples, generator=torch.Generator(trainer.device).manual_seed(1234))
+    samples = model.decode(z).flatten(1)
     to_float = lambda images: images.to(trainer.device).flatten(1).float() / 255  # noqa: E731
     return metrics.parzen_estimate(samples, to_float(data.train.images[-n_validation:]), to_float(data.test.images))
 

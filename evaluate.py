@@ -1,15 +1,16 @@
-"""Measuring what a trained AAE learned: the paper's metrics on the test split, and a report.
+"""Measuring what a trained model learned: the paper's metrics on the test split, and a report.
 
     python main.py evaluate --weights weights     # metrics.json, report.md and its PNGs beside aae.pt
 
     import data, evaluate, utils
-    trained = utils.load_models("weights")
+    model = utils.load_models("weights")
     dataset = data.load_dataset("mnist", "data")
-    results = evaluate.evaluate_checkpoint(trained, dataset)           # a JSON-ready dict
-    evaluate.write_report(trained, dataset, results, "weights")
+    results = evaluate.evaluate_checkpoint(model, dataset)             # a JSON-ready dict
+    evaluate.write_report(model, dataset, "weights", results)
 
-This file owns the protocols — which split, how many samples, which held-out images, which
-bandwidths (docs/metrics.md states each); the estimators are metrics.py's pure functions.
+This file owns the protocol of the paper's Table 1 — which split, how many samples, which held-out
+images, which bandwidths (docs/metrics.md states each); the estimators are metrics.py's pure
+functions. A model runs it where its `likelihood_protocol` says so, and adds its own `numbers`.
 `evaluate_trainer` is the cheaper evaluation that `main.py --eval_every N` runs during training.
 All random draws come from generators seeded by EvalConfig.seed on the CPU, so an evaluation
 gives the same numbers every time and never moves a training run's random streams.
@@ -24,8 +25,10 @@ from pathlib import Path
 import torch
 
 import metrics
+import plots
 import priors
 import utils
+from aae import MEANINGS
 from data import to_float
 
 
@@ -60,25 +63,6 @@ CLASS_NAMES = {
 }
 
 
-def prior_params(train_config):
-    """The prior's name and sampler parameters, as the checkpoint's train_config records them."""
-    name = train_config.get("prior", "gaussian")
-    return name, ({"std": train_config.get("prior_std", 5.0)} if name == "gaussian" else {})
-
-
-@torch.no_grad()
-def encode(encoder, images_uint8, batch_size=1000):
-    """Codes [N, latent] (float32, on the encoder's device) of uint8 images [N, 28, 28]."""
-    device = next(encoder.parameters()).device
-    return torch.cat([encoder(to_float(batch).to(device)) for batch in images_uint8.split(batch_size)])
-
-
-@torch.no_grad()
-def decode(decoder, codes, batch_size=1000):
-    """Images [N, 784] in [0, 1] decoded from codes [N, latent]."""
-    return torch.cat([decoder(batch).flatten(1) for batch in codes.split(batch_size)])
-
-
 def prior_bandwidths(z):
     """MMD kernel bandwidths from prior draws alone: (1/4 .. 4) x their median pairwise distance.
 
@@ -91,15 +75,15 @@ def prior_bandwidths(z):
 
 
 @torch.no_grad()
-def evaluate_checkpoint(trained, dataset, config=None):
-    """Every metric of docs/metrics.md for `trained` (a utils.TrainedAAE, in eval mode) on `dataset`.
+def evaluate_checkpoint(model, dataset, config=None):
+    """Every metric of docs/metrics.md for `model` (as utils.load_models gives it, in eval mode) on `dataset`.
 
     Returns a JSON-ready dict: scalars (parzen_ll, parzen_sem, parzen_sigma, recon_bce, recon_mse,
     knn_accuracy, mmd, code_mean_error, code_std_error), per-dimension lists (code_mean, code_std,
     prior_mean, prior_std), the Parzen validation score of each sigma, the protocol and seconds per part.
     """
     c = config or EvalConfig()
-    device = next(trained.decoder.parameters()).device
+    device = model.device
     gen = torch.Generator().manual_seed(c.seed)  # on the CPU: the same draws whatever the device
     train, test = dataset.train, dataset.test
     n_valid = min(c.parzen_validation, len(train.images))
@@ -113,28 +97,28 @@ def evaluate_checkpoint(trained, dataset, config=None):
         started = now
 
     test_images = to_float(test.images).to(device)
-    samples = decode(trained.decoder, trained.sample_prior(c.parzen_samples, generator=gen), c.batch_size)
+    samples = model.decode(model.sample_prior(c.parzen_samples, generator=gen)).flatten(1)
     parzen = metrics.parzen_estimate(samples, to_float(train.images[-n_valid:]).to(device), test_images,
                                      batch_size=c.batch_size)
     del samples
     lap("parzen")
 
-    recon = metrics.reconstruction_errors(trained.encoder, trained.decoder, test_images, c.batch_size)
+    recon = metrics.reconstruction_errors(model.encoder, model.decoder, test_images, c.batch_size)
     lap("reconstruction")
 
-    test_codes = encode(trained.encoder, test.images, c.batch_size)
-    train_codes = encode(trained.encoder, train.images, c.batch_size)
+    test_codes = model.encode(test.images)
+    train_codes = model.encode(train.images)
     knn = metrics.knn_accuracy(train_codes, train.labels.to(device), test_codes, test.labels, k=c.knn_k,
                                batch_size=c.batch_size)
     del train_codes
     lap("knn")
 
     # its own stream: the same draws (hence bandwidths) whatever parzen_samples is
-    z = trained.sample_prior(c.mmd_points, generator=torch.Generator().manual_seed(c.seed + 1))
+    z = model.sample_prior(c.mmd_points, generator=torch.Generator().manual_seed(c.seed + 1))
     bandwidths = prior_bandwidths(z)
     mmd = metrics.mmd(test_codes, z, bandwidths=bandwidths, max_points=c.mmd_points, seed=c.seed)
-    name, params = prior_params(trained.train_config)
-    described = priors.describe(name, trained.config.latent_dim, **params)
+    name, params = model.train_cfg.prior, model.prior_params
+    described = priors.describe(name, model.model_cfg.latent_dim, **params)
     moments = metrics.moment_match(test_codes, described["mean"], described["std"])
     lap("prior_match")
 
@@ -158,16 +142,11 @@ def evaluate_checkpoint(trained, dataset, config=None):
 
 def evaluate_trainer(trainer, dataset, config=TRAINING_EVAL):
     """The TRAINING_COLUMNS of a Trainer's current networks, evaluated in eval mode; for fit(evaluate=)."""
-    nets = (trainer.encoder, trainer.decoder, trainer.discriminator)
-    modes = [net.training for net in nets]
-    for net in nets:
-        net.eval()
+    model = trainer.model
     try:
-        trained = utils.TrainedAAE(*nets, trainer.model_cfg, asdict(trainer.cfg), trainer.history)
-        results = evaluate_checkpoint(trained, dataset, config)
+        results = evaluate_checkpoint(model.eval(), dataset, config)
     finally:
-        for net, mode in zip(nets, modes):
-            net.train(mode)
+        model.train()
     return {key: results[key] for key in TRAINING_COLUMNS}
 
 
@@ -187,52 +166,88 @@ def summary(results):
     ])
 
 
-def write_report(trained, dataset, results, out, seed=0, checkpoint=None):
-    """metrics.json, report.md and the PNGs it shows, in folder `out`; returns the paths written."""
+# What each picture shows, for report.md: file name -> (section title, caption).
+CAPTIONS = {
+    "reconstructions.png": ("Reconstructions", "Rows 1, 3, 5, …: the first 50 test images; the row below each: its "
+                            "reconstruction decoder(encoder(x))."),
+    "samples.png": ("Samples from the prior", "Codes drawn from the prior (fixed noise), decoded; a model with "
+                    "classes or categories draws category k in column k."),
+    "interpolation.png": ("Interpolations", "Each row: a test image, 10 decoded points on the straight line between "
+                          "its code and another's, then the other test image."),
+    "losses.png": ("Training curves", "Per-epoch losses from the training log."),
+    "eval_curves.png": ("Metrics during training", "The cheaper evaluation of --eval_every "
+                        f"({TRAINING_EVAL.parzen_samples:,} Parzen samples): compare epochs with each other, not with "
+                        "the table above."),
+}
+
+
+def write_report(model, dataset, out, results=None, numbers=None, seed=0, checkpoint=None):
+    """metrics.json, report.md and the PNGs it shows, in folder `out`; returns the paths written.
+
+    results: evaluate_checkpoint's (the paper's Table 1 protocol), or None; numbers: the model's own.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    test = to_float(dataset.test.images)
-    labels = dataset.test.labels
-    pictures = {}  # file name -> (section title, caption)
+    pictures = model.pictures(dataset, out, ("all",), seed=seed)
+    captions = dict(CAPTIONS)
+    if results is not None:
+        codes = model.encode(dataset.test.images).cpu()
+        prior = model.sample_prior(len(codes), generator=torch.Generator().manual_seed(seed)).cpu()
+        how = plots.draw_latent(codes, dataset.test.labels, out / "latent.png", prior=prior,
+                                class_names=CLASS_NAMES.get(dataset.name))
+        captions["latent.png"] = ("Latent space", f"The {len(codes):,} test codes coloured by label, over as many "
+                                  f"prior draws in grey; {how}.")
+        pictures.append(out / "latent.png")
+        if any(_present(row.get("parzen_ll")) for row in model.history):
+            pictures.append(plots.draw_eval_curves(model.history, out / "eval_curves.png"))
 
-    utils.draw_reconstructions(trained, test, out / "reconstructions.png", n=50)
-    pictures["reconstructions.png"] = ("Reconstructions", "Rows 1, 3, 5, …: the first 50 test images; "
-                                       "the row below each: its reconstruction decoder(encoder(x)).")
-    utils.draw_samples(trained, out / "samples.png", n=100, seed=seed)
-    pictures["samples.png"] = ("Samples from the prior", f"100 codes drawn from the prior (fixed noise, seed {seed}), "
-                               "decoded.")
-    utils.draw_interpolation(trained, test, labels, out / "interpolation.png", seed=seed)
-    pictures["interpolation.png"] = ("Interpolations", "Each row: a test image, 10 decoded points on the straight "
-                                     "line between its code and another's, then the other test image.")
-    codes = encode(trained.encoder, dataset.test.images).cpu()
-    prior = trained.sample_prior(len(codes), generator=torch.Generator().manual_seed(seed)).cpu()
-    how = utils.draw_latent(codes, labels, out / "latent.png", prior=prior,
-                            class_names=CLASS_NAMES.get(dataset.name))
-    pictures["latent.png"] = ("Latent space", f"The {len(codes):,} test codes coloured by label, over as many "
-                              f"prior draws in grey; {how}.")
-    if trained.history:
-        utils.draw_losses(trained.history, out / "losses.png")
-        pictures["losses.png"] = ("Training curves", "Per-epoch losses from the training log.")
-        if any(_present(row.get("parzen_ll")) for row in trained.history):
-            utils.draw_eval_curves(trained.history, out / "eval_curves.png")
-            pictures["eval_curves.png"] = ("Metrics during training", "The cheaper evaluation of --eval_every "
-                                           f"({TRAINING_EVAL.parzen_samples:,} Parzen samples): compare epochs "
-                                           "with each other, not with the table above.")
-
-    meta = {"checkpoint": str(checkpoint) if checkpoint else None, "dataset": dataset.name,
-            "epochs": len(trained.history), "latent_dim": trained.config.latent_dim}
-    json_text = json.dumps({**meta, **results}, indent=2) + "\n"
+    meta = {"checkpoint": str(checkpoint) if checkpoint else None, **model.settings(dataset)}
+    json_text = json.dumps({**meta, **(results or {}), **(numbers or {})}, indent=2) + "\n"
     utils.atomic_write(out / "metrics.json", lambda f: f.write(json_text.encode()))
-    report = _markdown(meta, results, pictures)
+    report = _markdown(meta, results, numbers, model.paper_figure(meta), pictures, captions)
     utils.atomic_write(out / "report.md", lambda f: f.write(report.encode()))
-    return [out / "metrics.json", out / "report.md", *(out / name for name in pictures)]
+    return [out / "metrics.json", out / "report.md", *pictures]
 
 
 def _present(value):
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _markdown(meta, r, pictures):
+def _markdown(meta, results, numbers, paper, pictures, captions):
+    m = meta
+    what = f"--mode {m['mode']}" + (" --label_discriminator" if m["label_discriminator"] else "")
+    lines = [f"# Evaluation of `{m['checkpoint']}`" if m["checkpoint"] else "# Evaluation", "",
+             f"{what}, {m['dataset']}, {m['epochs']} epoch{'s' if m['epochs'] != 1 else ''} of training, "
+             f"{m['prior']} prior, {m['latent_dim']}-D code, {m['labelled_examples']:,} labelled training examples. "
+             "All figures on the test split; the protocols are spelled out in docs/metrics.md. Written by "
+             "`python main.py evaluate`."]
+    if results is not None:
+        lines += ["", *_protocol_lines(results)]
+    if numbers:
+        lines += ["", "| number | value | what it is |", "|---|---|---|"]
+        for key, meaning in MEANINGS.items():
+            if key in numbers:
+                lines.append(f"| {key} | {_shown(key, numbers[key])} | {meaning} |")
+        if paper:
+            lines += ["", f"The paper's figure on full MNIST (60,000 / 10,000 images, far longer training): {paper}."]
+    for path in pictures:
+        title, caption = captions.get(path.name, (path.stem.replace("_", " ").capitalize(), ""))
+        lines += ["", f"## {title}", "", f"![{title}]({path.name})"] + (["", caption] if caption else [])
+    seconds = (results or {}).get("seconds", {})
+    if seconds:
+        lines += ["", "Evaluation time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _shown(key, value):
+    if isinstance(value, int):
+        return f"{value}"
+    if key == "test_recon_bce":
+        return f"{value:.2f}"
+    return f"{value:.4f}" if key == "mmd_to_prior" else f"{100 * value:.1f} %"
+
+
+def _protocol_lines(r):
     p = r["protocol"]
     prior = f"{p['prior']} prior" + (f" (std {p['std']:g})" if "std" in p else "")
     rows = [
@@ -256,11 +271,7 @@ def _markdown(meta, r, pictures):
          "mean over dimensions of \\|std of test codes − prior std\\|"),
     ]
     lines = [
-        f"# Evaluation of `{meta['checkpoint']}`" if meta["checkpoint"] else "# Evaluation",
-        "",
-        f"{meta['dataset']}, {meta['epochs']} epoch{'s' if meta['epochs'] != 1 else ''} of training, "
-        f"latent dimension {meta['latent_dim']}, {prior}. All figures on the test split; the protocols are "
-        "spelled out in docs/metrics.md. Written by `python main.py evaluate`.",
+        f"The paper's Table 1 protocol, {prior}:",
         "",
         "| metric | value | how |",
         "|---|---|---|",
@@ -279,9 +290,4 @@ def _markdown(meta, r, pictures):
         *(f"| {d} | {cm:.3f} | {pm:.3f} | {cs:.3f} | {ps:.3f} |"
           for d, (cm, pm, cs, ps) in enumerate(zip(r["code_mean"], r["prior_mean"], r["code_std"], r["prior_std"]))),
     ]
-    for name, (title, caption) in pictures.items():
-        lines += ["", f"## {title}", "", f"![{title}]({name})", "", caption]
-    seconds = r.get("seconds", {})
-    if seconds:
-        lines += ["", "Evaluation time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + "."]
-    return "\n".join(lines) + "\n"
+    return lines

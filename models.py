@@ -4,11 +4,14 @@ An encoder maps images to latent codes, a decoder maps codes back to images, and
 discriminator tells codes drawn from the prior from codes produced by the encoder. In an
 AAE the *encoder* is the adversarial generator and the discriminator never sees images.
 
-    from models import ModelConfig, build_models
-    encoder, decoder, discriminator = build_models(ModelConfig(latent_dim=2))
+    from models import Decoder, Discriminator, Encoder, ModelConfig
+    cfg = ModelConfig(latent_dim=2)
+    encoder, decoder, discriminator = Encoder(cfg), Decoder(cfg), Discriminator(cfg)
     codes = encoder(images)          # [N, 1, 28, 28] or [N, 784] floats in [0, 1] -> [N, 2]
     images = decoder(codes)          # [N, 2] -> [N, 1, 28, 28] in [0, 1]
     logits = discriminator(codes)    # [N, 2] -> [N], logits of "drawn from the prior"
+
+Which networks a model of the paper uses, and how it wires them, is its variant's (aae.py, categorical.py).
 """
 
 import functools
@@ -31,7 +34,7 @@ class ModelConfig:
     # "universal" (noise is an extra input of the encoder).
     encoder: str = "deterministic"
     noise_dim: int = 8  # universal encoder: size of its N(0, I) noise input (the paper leaves it open)
-    # What is learned, paper §§4-7; every mode but "unsupervised" is trained by modes.ModeTrainer.
+    # Which model of the paper, with label_discriminator: a name of variants.VARIANTS (variants.name_of).
     mode: str = "unsupervised"
     n_classes: int = 10  # labels in the data (digits)
     label_discriminator: bool = False  # §2.3: the discriminator also sees a one-hot label + "unlabelled" slot
@@ -64,10 +67,6 @@ class Dropout(nn.Dropout):
         return x * mask.to(x.dtype).div_(keep)  # what nn.Dropout computes: x * (bernoulli(keep) / keep)
 
 
-# fp32 products on the CPU through oneDNN rather than torch's default BLAS (MKL): at this model's shapes
-# (batch 100 against 1000 x 1000 weights) oneDNN's kernels ran 1.25-1.4x faster on 2 cores of an AMD EPYC
-# (docs/performance.md). False: torch's default, as bench.py sets it for its comparison row.
-ONEDNN_PRODUCTS = True
 # Layers narrower than this (the 8-D code's, the discriminator's output) stay with torch's products: their
 # products take microseconds, and each oneDNN call and Python backward adds ~100 us to a forward and backward.
 ONEDNN_MIN_WIDTH = 64
@@ -115,9 +114,13 @@ class _OneDNNLinear(torch.autograd.Function):
 class Linear(nn.Linear):
     """nn.Linear (same parameters and state dict) whose fp32 CPU products go through oneDNN.
 
-    Everywhere else (other devices and dtypes, bf16 autocast, narrow layers, ONEDNN_PRODUCTS off, a torch
-    without oneDNN) it is nn.Linear. The two differ only in the rounding of the sums.
+    At this model's shapes (batch 100 against 1000 x 1000 weights) oneDNN's kernels ran 1.25-1.4x faster
+    than torch's default BLAS (MKL) on 2 cores of an AMD EPYC (docs/performance.md). Everywhere else (other
+    devices and dtypes, bf16 autocast, narrow layers, `onednn` off, a torch without oneDNN) it is
+    nn.Linear. The two differ only in the rounding of the sums. use_onednn() switches a whole model.
     """
+
+    onednn = True  # False: torch's own products (bench.py's comparison row); set per layer by use_onednn
 
     def forward(self, x):
         if self.uses_onednn(x):
@@ -125,9 +128,16 @@ class Linear(nn.Linear):
         return super().forward(x)
 
     def uses_onednn(self, x):
-        return (ONEDNN_PRODUCTS and min(self.in_features, self.out_features) >= ONEDNN_MIN_WIDTH
+        return (self.onednn and min(self.in_features, self.out_features) >= ONEDNN_MIN_WIDTH
                 and x.device.type == "cpu" and x.dim() == 2 and x.dtype == self.weight.dtype == torch.float32
                 and not _cpu_autocast() and onednn_available())
+
+
+def use_onednn(module, enabled):
+    """Switch every Linear inside `module` to oneDNN's products (True) or torch's own (False)."""
+    for layer in module.modules():
+        if isinstance(layer, Linear):
+            layer.onednn = enabled
 
 
 def _cpu_autocast():
@@ -196,14 +206,12 @@ class UniversalEncoder(nn.Module):
 
 
 ENCODERS = {"deterministic": Encoder, "gaussian": GaussianEncoder, "universal": UniversalEncoder}
-CATEGORICAL = ("semi_supervised", "clustering", "dim_reduction")  # encoders give a category y and a style z
-MODES = ("unsupervised", "supervised", *CATEGORICAL)
 
 
 class Decoder(nn.Module):
     """p(x|z): Bernoulli pixel means. `logits` is what training uses (stable BCE, autocast-safe).
 
-    in_dim: the size of its input when that is not the latent code alone (modes.py).
+    in_dim: the size of its input when that is not the latent code alone (a label or category is prepended).
     """
 
     def __init__(self, cfg: ModelConfig, in_dim=None):
@@ -221,7 +229,7 @@ class Decoder(nn.Module):
 class Discriminator(nn.Module):
     """D(z): the logit that a code came from the prior rather than from the encoder.
 
-    in_dim: the size of its input when that is not the latent code alone (a label is appended, or modes.py).
+    in_dim: the size of its input when that is not the latent code alone (a label or category is appended).
     """
 
     def __init__(self, cfg: ModelConfig, in_dim=None):
@@ -232,19 +240,91 @@ class Discriminator(nn.Module):
         return self.net(z).squeeze(1)  # [N, 1] -> [N]
 
 
-def build_models(cfg: ModelConfig):
-    """Encoder, decoder and discriminator, freshly initialised from `cfg`.
+class CategoricalEncoder(nn.Module):
+    """q(y|x) and q(z|x) from one network: logits of K categories and a style code (paper §§5-7).
 
-    cfg.encoder picks the encoder. In mode "supervised" the decoder's input is [one-hot label, code]
-    (paper §4) and the discriminator's [code, one-hot label] (modes.ModeTrainer.supervised_step); with
-    label_discriminator the discriminator's is [code, one-hot of n_classes + 1 slots] (§2.3). The modes
-    with a categorical code have other networks: modes.build_mode_models.
+    forward(x) is the decoder's input [y, z]: [N, K + latent], so decoder(encoder(x)) is the
+    autoencoder and the reconstruction phase applies unchanged.
+
+    y is the one-hot of the most probable category, with the softmax's gradient (straight-through),
+    where the paper feeds the softmax itself. Measured on mnist-sample: with the softmax, the category
+    discriminator won by telling a soft vector from an exact one-hot; its generator pushed every image's
+    softmax towards the same corner until it saturated (max prob 0.9998), and a saturated softmax passes
+    no gradient back, so no image could leave: 1 of 16 clusters used after 2 epochs. A one-hot cannot
+    be told from a prior draw by its shape, only by how often each category comes up — what the
+    categorical prior is about — and the decoder then reads a category it cannot ignore.
+    hard=False (dim_reduction): the decoder reads the softmax; with a one-hot its 2-D map W y + z
+    was a few blobs (5-NN on it 81.8 %, against 84.6 % with the softmax; mnist-sample, 10 epochs).
     """
-    if cfg.encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
-    if cfg.mode not in ("unsupervised", "supervised"):
-        raise ValueError(f"mode {cfg.mode!r} has a categorical code; its networks come from modes.build_mode_models")
-    label = cfg.n_classes if cfg.mode == "supervised" else 0
-    decoder_in = cfg.latent_dim + label
-    discriminator_in = cfg.latent_dim + (cfg.n_classes + 1 if cfg.label_discriminator else label)
-    return ENCODERS[cfg.encoder](cfg), Decoder(cfg, decoder_in), Discriminator(cfg, discriminator_in)
+
+    def __init__(self, cfg, n_categories, hard=True):
+        super().__init__()
+        self.n_categories = n_categories
+        self.hard = hard
+        self.net = mlp([cfg.image_size, cfg.hidden_dim, cfg.hidden_dim, n_categories + cfg.latent_dim], cfg.dropout)
+
+    def split(self, x):
+        out = self.net(x.flatten(1))  # [N, K + latent]
+        return out[:, : self.n_categories], out[:, self.n_categories :]  # logits of y [N, K], style z [N, latent]
+
+    def category(self, x):
+        """q(y|x), the softmax: [N, K]."""
+        return self.split(x)[0].softmax(1)
+
+    def one_hot(self, x):
+        """y: the one-hot of argmax q(y|x), with q(y|x)'s gradient: [N, K]."""
+        return straight_through(self.split(x)[0].softmax(1))
+
+    def style(self, x):
+        return self.split(x)[1]
+
+    def style_and_category(self, x):
+        """[z, y]: the style beside the one-hot category, which passes no gradient: [N, latent + K]."""
+        logits, z = self.split(x)
+        return torch.cat([z, one_hot(logits.argmax(1), self.n_categories, z.dtype)], dim=1)
+
+    def forward(self, x):
+        logits, z = self.split(x)
+        y = straight_through(logits.softmax(1)) if self.hard else logits.softmax(1)
+        return torch.cat([y, z.to(logits.dtype)], dim=1)
+
+
+class HeadsDecoder(nn.Module):
+    """p(x | W y + z): [y, z] becomes the representation W y + z, then a Decoder (paper §7).
+
+    W = head_scale * heads: cluster head k is row k, initialised `margin` apart on average (in heads'
+    units); head_scale (the style prior's std) is saved with the weights.
+    """
+
+    def __init__(self, cfg, n_categories, head_scale, margin):
+        super().__init__()
+        self.n_categories = n_categories
+        self.heads = nn.Parameter(margin * torch.randn(n_categories, cfg.latent_dim))
+        self.register_buffer("head_scale", torch.tensor(float(head_scale)))
+        self.decoder = Decoder(cfg)
+
+    def represent(self, code):
+        y, z = code[:, : self.n_categories], code[:, self.n_categories :]
+        return y @ (self.head_scale * self.heads).to(y.dtype) + z  # [N, K] @ [K, latent] + [N, latent]
+
+    def logits(self, code):
+        return self.decoder.logits(self.represent(code))
+
+    def forward(self, code):
+        return torch.sigmoid(self.logits(code))
+
+
+def one_hot(index, k, dtype=torch.float32):
+    """F.one_hot(index, k) as `dtype`, by a scatter: no check of the values, which a CUDA graph cannot capture."""
+    return torch.zeros(len(index), k, dtype=dtype, device=index.device).scatter_(1, index.unsqueeze(1), 1)
+
+
+def straight_through(probs):
+    """The one-hot of each row's argmax in the forward pass, the gradient of `probs` in the backward."""
+    hard = one_hot(probs.argmax(1), probs.shape[1], probs.dtype)
+    return hard + probs - probs.detach()
+
+
+def build_plain(cfg: ModelConfig):
+    """The plain AAE's encoder, decoder and discriminator for cfg's sizes, freshly initialised."""
+    return ENCODERS[cfg.encoder](cfg), Decoder(cfg), Discriminator(cfg)

@@ -141,6 +141,18 @@ def categorical(n, k, *, generator=None, device="cpu", return_index=False):
     return (y, index.to(device)) if return_index else y
 
 
+def parameters(name, std):
+    """The sampler parameters that a run's prior flags give: --prior_std is the Gaussian's, and only its."""
+    return {"std": std} if name == "gaussian" else {}
+
+
+def check_dim(name, dim):
+    """ValueError, in a user's words, unless the prior `name` can draw codes of size dim."""
+    _check_name(name)
+    if name in _INDEXED and dim != 2:
+        raise ValueError(f"--prior {name} is 2-D: add --latent_dim 2, or use --prior gaussian or uniform")
+
+
 _SAMPLERS = {"gaussian": gaussian, "mixture": mixture, "swiss_roll": swiss_roll, "uniform": uniform}
 _INDEXED = ("mixture", "swiss_roll")
 

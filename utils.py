@@ -1,28 +1,32 @@
-"""Saving, loading and drawing: what you need to use trained AAE weights.
+"""Files and devices: atomic saves, checked loads, the one loader of trained models, the run lock.
 
     import utils
-    trained = utils.load_models("weights/aae.pt")       # or the folder "weights"
-    codes = trained.encoder(images)                     # floats in [0, 1], [N, 1, 28, 28] or [N, 784]
-    images = trained.decoder(codes)                     # [N, 1, 28, 28] in [0, 1]
-    z = trained.sample_prior(64)                        # the prior the model was trained towards
-    utils.save_grid(trained.decoder(z), "samples.png")
+    model = utils.load_models("weights/aae.pt")         # or the folder "weights"; any model of the paper
+    codes = model.encode(images)                        # uint8 [N, 28, 28], or floats in [0, 1]
+    images = model.decode(codes)                        # [N, 1, 28, 28] in [0, 1]
+    images = model.sample(64)                           # prior draws, decoded
+    model.predict_category(images)                      # and each model's own extras
 
 Checkpoints are written atomically (temp file in the same folder, fsync, os.replace), so an
-interrupted or failed save never destroys the previous one. Pictures are PNGs without axes,
-except the loss curves.
+interrupted or failed save never destroys the previous one. A training run holds its --weights
+folder with an OS lock (RunLock), which the system releases when the process ends, however it ends.
 """
 
 import csv
 import errno
+import fcntl
+import io
 import math
 import os
-from dataclasses import dataclass, fields
+import sys
 from pathlib import Path
 
 import torch
 
-import data
-from models import CATEGORICAL, ModelConfig, build_models
+import variants
+from aae import model_config_from, train_config_from
+
+FORMAT_VERSION = 1  # of the checkpoints train.Trainer.state_dict() writes
 
 CHECKPOINT_NAME = "aae.pt"
 LOG_NAME = "log.csv"
@@ -100,8 +104,6 @@ def write_csv(rows, path):
     columns = list(dict.fromkeys(k for row in rows for k in row))
 
     def write(f):
-        import io
-
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
@@ -141,8 +143,6 @@ def checkpoint_path(path):
 
 def load_checkpoint(path, map_location="cpu"):
     """The checkpoint dict at `path` (file or weights folder), or CheckpointError saying why not."""
-    from train import FORMAT_VERSION  # lazy: utils sits below train
-
     path = checkpoint_path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; train one first (python main.py ...) or pass --weights DIR")
@@ -166,7 +166,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def check_fits(path, ckpt):
-    """CheckpointError unless the networks of ckpt's model_config have exactly its tensors' names and shapes.
+    """CheckpointError unless the networks of ckpt's configs have exactly its tensors' names and shapes.
 
     They are built on the meta device, so a garbled size costs no memory (a real build could ask
     for gigabytes).
@@ -175,21 +175,16 @@ def check_fits(path, ckpt):
         if not isinstance(ckpt.get(key, {}), dict):
             raise CheckpointError(f"{path}: its {key} is not a dict; the file is damaged or not from this program")
     try:
+        model_cfg, train_cfg = model_config_from(ckpt["model_config"]), train_config_from(ckpt.get("train_config", {}))
         with torch.device("meta"):
-            cfg = model_config_from(ckpt)
-            if cfg.mode in ("supervised", *CATEGORICAL):  # modes.py's networks
-                import modes  # lazy: modes sits above utils
-
-                nets = modes.networks_for(cfg, ckpt.get("train_config", {}))
-            else:
-                nets = build_models(cfg)
-    except Exception as e:  # a size of the wrong type, a negative one...
+            nets = variants.variant_class(model_cfg).networks(model_cfg, train_cfg)
+    except Exception as e:  # a size of the wrong type, a negative one, an unknown mode...
         detail = " ".join(str(e).split())[:160]
         raise CheckpointError(f"{path}: its model_config cannot be built ({detail}); the file is damaged or not from "
                               "this program") from None
-    for name, net in zip(("encoder", "decoder", "discriminator"), nets):
+    for name, net in nets.items():
         want = {k: list(v.shape) for k, v in net.state_dict().items()}
-        saved = ckpt[name] if isinstance(ckpt[name], dict) else {}
+        saved = ckpt.get(name) if isinstance(ckpt.get(name), dict) else {}
         have = {k: list(v.shape) for k, v in saved.items() if isinstance(v, torch.Tensor)}
         if have != want:
             wrong = [f"{k} is {have[k]} in the file, {want[k]} for the saved model_config" for k in want
@@ -200,238 +195,73 @@ def check_fits(path, ckpt):
                                   f"({(wrong + missing + extra)[0][:160]})")
 
 
-def model_config_from(ckpt):
-    known = {f.name for f in fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in ckpt["model_config"].items() if k in known})
+def load_models(path, device="cpu", ckpt=None):
+    """The trained model of a checkpoint (file or weights folder), whichever of the paper's it is, in eval mode.
 
-
-@dataclass
-class TrainedAAE:
-    """The networks of a checkpoint in eval mode, with the configs they were trained under."""
-
-    encoder: torch.nn.Module
-    decoder: torch.nn.Module
-    discriminator: torch.nn.Module
-    config: ModelConfig
-    train_config: dict
-    history: list
-
-    def sample_prior(self, n, generator=None):
-        """n draws from the prior this model was trained towards, on the models' device (TrainConfig's default
-        prior for a checkpoint that does not name one)."""
-        import priors
-        from train import TrainConfig  # lazy: utils sits below train
-
-        prior = self.train_config.get("prior", TrainConfig.prior)
-        device = next(self.decoder.parameters()).device
-        params = {"std": self.train_config.get("prior_std", TrainConfig.prior_std)} if prior == "gaussian" else {}
-        return priors.sample(prior, n, self.config.latent_dim, generator=generator, device=device, **params)
-
-
-def load_models(path, device="cpu"):
-    """Rebuild encoder, decoder and discriminator from a checkpoint (file or weights folder)."""
-    ckpt = load_checkpoint(path, map_location=device)
-    cfg = model_config_from(ckpt)
-    if cfg.mode in CATEGORICAL:
-        raise ValueError(f"{checkpoint_path(path)} holds a --mode {cfg.mode} model, whose encoder gives a category "
-                         "and a style: load it with modes.load_trainer(path)")
-    nets = build_models(cfg)
-    for name, net in zip(("encoder", "decoder", "discriminator"), nets):
-        net.load_state_dict(ckpt[name])  # load_checkpoint has checked that they fit
-        net.to(device).eval()
-    return TrainedAAE(*nets, cfg, ckpt.get("train_config", {}), ckpt.get("history", []))
-
-
-# -- pictures -------------------------------------------------------------------------------------
-
-
-def save_grid(images, path, nrow=10):
-    """Images [N, 1, H, W] in [0, 1] as one PNG grid, no axes."""
-    from torchvision.utils import save_image
-
-    save_image(images.detach().float().cpu().clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
-
-
-@torch.no_grad()
-def interpolate(encoder, decoder, start, end, steps=10):
-    """Decode the straight line between the codes of `start` and `end` images [P, 1, H, W].
-
-    Returns [P, steps, 1, H, W]: row p walks from start[p]'s code to end[p]'s code.
+    It has encode, decode, sample and sample_prior, its networks (encoder, decoder, ...), its
+    configs (model_cfg, train_cfg) and training history, and its own extras (predict_category ...).
+    ckpt: the checkpoint already read by load_checkpoint(path), so as not to read the file again.
     """
-    za, zb = encoder(start), encoder(end)  # [P, latent]
-    t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
-    z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t  # [P, steps, latent]
-    images = decoder(z.flatten(0, 1))  # [P * steps, 1, H, W]
-    return images.view(len(za), steps, *images.shape[1:])
+    ckpt = load_checkpoint(path, map_location=device) if ckpt is None else ckpt
+    model_cfg, train_cfg = model_config_from(ckpt["model_config"]), train_config_from(ckpt.get("train_config", {}))
+    try:
+        model = variants.build(model_cfg, train_cfg, device)
+        for name, net in model.nets.items():
+            net.load_state_dict(ckpt[name])  # load_checkpoint has checked that they fit
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{checkpoint_path(path)} holds weights that cannot be loaded ({detail}); the file is "
+                              "damaged or from another version") from None
+    model.history[:] = list(ckpt.get("history", []))
+    return model.eval()
 
 
-def pick_pairs(labels, n_pairs, classes=None, generator=None):
-    """Indices (a, b) of n_pairs image pairs: random ones, or class classes[0] -> classes[1]."""
-    if classes is None:
-        if 2 * n_pairs > len(labels):
-            raise ValueError(f"--pairs {n_pairs} needs {2 * n_pairs} different test images and the test split has "
-                             f"{len(labels)}: use --pairs {len(labels) // 2} or fewer, or --classes A B")
-        order = torch.randperm(len(labels), generator=generator)
-        return order[:n_pairs], order[n_pairs : 2 * n_pairs]
-    ends = []
-    for c in classes:
-        idx = (labels == c).nonzero().flatten()
-        if len(idx) == 0:
-            raise ValueError(f"class {c} does not occur in the test split")
-        ends.append(idx[torch.randint(len(idx), (n_pairs,), generator=generator)])
-    return ends[0], ends[1]
+# -- one run per folder ---------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
 
 
-def image_batch(images, image_shape):
-    """Floats [N, C, H, W] in [0, 1] from the data sets' uint8 [N, H, W], or from floats [N, C, H, W] or [N, C*H*W]."""
-    x = data.to_float(images) if images.dtype == torch.uint8 else images
-    return x.reshape(len(x), *image_shape)
+class FolderBusy(Exception):
+    """Another process is training into the folder; str(e) is one line naming it."""
 
 
-def draw_interpolation(trained, images, labels, path, n_pairs=8, steps=10, classes=None, seed=0):
-    """The original's strips: each row a linear walk in code space between two test digits.
+class RunLock:
+    """An exclusive OS lock (flock) on `folder`/.lock while a run trains into the folder.
 
-    images: as image_batch takes them (uint8 or floats in [0, 1]); labels: [N] for --classes."""
-    images = image_batch(images, trained.config.image_shape)
-    g = torch.Generator().manual_seed(seed)
-    a, b = pick_pairs(labels, n_pairs, classes, g)
-    device = next(trained.encoder.parameters()).device
-    strips = interpolate(trained.encoder, trained.decoder, images[a].to(device), images[b].to(device), steps)
-    # the real end images frame each strip so the walk can be judged against them
-    framed = torch.cat([images[a].unsqueeze(1).to(device), strips, images[b].unsqueeze(1).to(device)], dim=1)
-    save_grid(framed.flatten(0, 1), path, nrow=steps + 2)
-
-
-@torch.no_grad()
-def draw_samples(trained, path, n=100, seed=0):
-    """A grid of images decoded from prior draws (fixed by `seed`)."""
-    g = torch.Generator().manual_seed(seed)  # on the CPU: the same picture whatever the models' device
-    save_grid(trained.decoder(trained.sample_prior(n, generator=g)), path, nrow=int(math.sqrt(n)) or 1)
-
-
-@torch.no_grad()
-def draw_reconstructions(trained, images, path, n=50):
-    """Test images (odd rows) above their reconstructions (even rows), 10 a row; images as image_batch takes them."""
-    device = next(trained.encoder.parameters()).device
-    x = image_batch(images[:n], trained.config.image_shape).to(device)
-    recon = trained.decoder(trained.encoder(x))
-    rows = [t for i in range(0, len(x), 10) for t in (x[i : i + 10], recon[i : i + 10])]
-    save_grid(torch.cat(rows), path, nrow=10)
-
-
-def _epoch_ticks(ax, epochs):
-    """Whole epochs on the x axis (matplotlib would label 0.98, 1.00, 1.02 around a single epoch)."""
-    from matplotlib.ticker import MaxNLocator
-
-    if len(epochs) <= 12:
-        ax.set_xticks(epochs)
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def draw_losses(rows, path):
-    """Loss curves of every phase and the test reconstruction, from the training history."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    marker = "o" if len(rows) <= 30 else None  # a line of one point is invisible without a marker
-    fig, (ax_rec, ax_adv) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_rec.plot(epochs, [r["recon_loss"] for r in rows], label="train", marker=marker)
-    ax_rec.plot(epochs, [r["test_recon_bce"] for r in rows], label="test", marker=marker)
-    ax_rec.set(xlabel="epoch", ylabel="BCE, nats / image", title="reconstruction")
-    ax_rec.legend()
-    ax_adv.plot(epochs, [r["disc_loss"] for r in rows], label="discriminator", marker=marker)
-    ax_adv.plot(epochs, [r["gen_loss"] for r in rows], label="generator (encoder)", marker=marker)
-    ax_adv.plot(epochs, [r["disc_accuracy"] for r in rows], label="discriminator accuracy", linestyle="--",
-                marker=marker)
-    for ax in (ax_rec, ax_adv):
-        _epoch_ticks(ax, epochs)
-    ax_adv.axhline(math.log(2), color="grey", linewidth=0.5)
-    ax_adv.set(xlabel="epoch", title="adversarial phases (grey: log 2)")
-    ax_adv.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def project_2d(codes):
-    """A 2-D view of codes [N, d]: the codes themselves when d == 2, else their two principal axes.
-
-    Returns (basis [d, 2] or None, description). The axes come from an exact SVD of the centred
-    codes (deterministic, unlike torch.pca_lowrank); points are projected without centring, so
-    the prior's origin stays at (0, 0).
+    The system releases it when the process ends, even by kill -9, so a stale lock cannot block a
+    folder. The file holds the holder's process id and command line, for the message a second run
+    gets. Reading the folder (draw, evaluate) takes no lock.
     """
-    d = codes.shape[1]
-    if d <= 2:
-        return None, "the code itself" if d == 2 else "the 1-D code against zero"
-    centred = codes.double() - codes.double().mean(0)
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    share = (s[:2] ** 2).sum() / (s**2).sum()
-    how = f"projected on the test codes' first two principal axes ({100 * share:.0f} % of their variance)"
-    return vh[:2].T.float(), how
 
+    def __init__(self, folder):
+        self.path = Path(folder) / LOCK_NAME
+        self.file = None
 
-def draw_latent(codes, labels, path, prior=None, class_names=None):
-    """Scatter of codes [N, d] coloured by label, prior draws faint grey behind; returns how it projected."""
-    import matplotlib
+    def acquire(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(self.path, "a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = " ".join(file.read().split()) or "another process"
+            file.close()
+            raise FolderBusy(f"{self.path.parent} is being trained into by {holder[:200]}; wait for it to finish, "
+                             "or train into another --weights folder") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} ({' '.join(sys.argv)[:160]})\n")
+        file.flush()
+        self.file = file
+        return self
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def release(self):
+        if self.file is not None:
+            self.file.close()  # closing releases the lock
+            self.file = None
 
-    codes = codes.detach().float().cpu()
-    basis, how = project_2d(codes)
+    def __enter__(self):
+        return self.acquire()
 
-    def view(z):  # [M, d] -> [M, 2]
-        z = z.detach().float().cpu()
-        if basis is not None:
-            return z @ basis
-        return z if z.shape[1] == 2 else torch.cat([z, torch.zeros_like(z)], 1)
-
-    xy = view(codes)
-    fig, ax = plt.subplots(figsize=(8, 6.5))
-    if prior is not None:
-        pz = view(prior)
-        ax.scatter(pz[:, 0], pz[:, 1], s=2, c="0.75", alpha=0.5, linewidths=0, label="prior draws", zorder=0)
-    cmap = plt.get_cmap("tab10")
-    for i, label in enumerate(torch.unique(labels).tolist()):
-        mine = labels.cpu() == label
-        name = class_names[label] if class_names and label < len(class_names) else str(label)
-        ax.scatter(xy[mine, 0], xy[mine, 1], s=3, color=cmap(i % 10), alpha=0.7, linewidths=0, label=name, zorder=1)
-    ax.set_aspect("equal", adjustable="datalim")
-    axis = "code" if basis is None else "principal axis"
-    ax.set(xlabel=f"{axis} 1", ylabel=f"{axis} 2", title=f"Test codes by label: {how}")
-    ax.title.set_fontsize(10)
-    ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return how
-
-
-def draw_eval_curves(rows, path):
-    """The --eval_every figures of the training history against epoch, one panel each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in rows if r.get("parzen_ll") is not None and not math.isnan(r["parzen_ll"])]
-    epochs = [r["epoch"] for r in rows]
-    panels = [("parzen_ll", "Parzen log-likelihood (nats)"), ("test_recon_bce", "test reconstruction BCE (nats)"),
-              ("knn_accuracy", "5-NN accuracy of codes"), ("mmd", "MMD² codes vs prior")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.2))
-    for ax, (key, title) in zip(axes, panels):
-        values = [r.get(key, math.nan) for r in rows]
-        if key == "parzen_ll":
-            ax.errorbar(epochs, values, yerr=[r.get("parzen_sem", 0) for r in rows], marker="o", capsize=3)
-        else:
-            ax.plot(epochs, values, marker="o")
-        ax.set(xlabel="epoch", title=title)
-        ax.title.set_fontsize(10)
-        _epoch_ticks(ax, epochs)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,676 @@
+"""The Adversarial Autoencoder (Makhzani et al. 2016, §2) and its label-aware forms (§2.3, §4), as variants.
+
+A *variant* is one model of the paper: its networks and optimisers, its step (which phases run, on
+what), its log columns, its prior, its numbers, its pictures and the flags it reads. The training
+loop (train.Trainer) and the commands call only what `Variant` declares; they never ask which model
+they hold. variants.py maps names to classes; categorical.py holds the models of §§5-7.
+
+    from aae import AAE, TrainConfig
+    from models import ModelConfig
+    model = AAE(ModelConfig(), TrainConfig(), "cpu")
+    draws = model.draw(rows)                  # every random input of a step but dropout
+    model.step(x, rows, draws, sums)          # one batch; adds each column's loss to `sums`
+    images = model.sample(64)                 # prior draws, decoded
+"""
+
+import math
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import metrics
+import plots
+import priors
+from data import to_float
+from models import ENCODERS, Decoder, Discriminator, ModelConfig, one_hot
+from phases import discriminator_phase, generator_phase, reconstruction_phase
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "mnist"
+    directory: str = "data"  # where the data was read from; `main.py draw` reads the test split there
+    epochs: int = 100
+    # The paper's batch size. The original used 16, which makes 100 epochs ~4x slower on a CPU
+    # for no gain in quality that we could measure.
+    batch_size: int = 100
+    gen_lr: float = 6e-4  # reconstruction phase: Adam on encoder + decoder (the original's value)
+    # Discriminator phase, and the encoder's generator phase; each variant's `dis_lr` when not given. The
+    # original's 8e-4 kills the plain AAE's discriminator on Fashion-MNIST (71% of its second layer's ReLUs
+    # dead by epoch 12; from epoch 57 it gave every code the same logit); at 2e-4, 37% dead at epoch 30
+    # (docs/defaults.md).
+    dis_lr: float = 2e-4
+    adam_beta1: float = 0.5  # docs/defaults.md: at 0.9 the adversarial phases swing harder
+    prior: str = "gaussian"
+    prior_std: float = 5.0  # the original's `randn * 5`
+    seed: int = 0
+    precision: str = "fp32"  # or "bf16": autocast of the forward passes
+    # Labelled training examples for the models that read labels: N, chosen balanced from the seed
+    # (N / n_classes a class), or -1 for all. Table 2 of the paper uses 100, 1000 and all.
+    labels: int = -1
+    # Adam learning rate of the cross-entropy phase on labelled batches. At gen_lr it lost to the
+    # category's generator phase (test error stuck near 80% on 2,000 mnist-sample digits, 500 labels,
+    # 2 epochs); 3e-3 gave 15% there, and 1e-2 no better.
+    classification_lr: float = 3e-3
+    # Weight of the categorical models' balance term (phases.category_generator_phase): log K minus the
+    # entropy of the batch's mean q(y|x). Without it every image went to one or two categories
+    # (clustering, mnist-sample: 80.3 % error, 2 of 16 clusters used); with 1.0, 55.4 % and all 16.
+    balance_weight: float = 1.0
+    # Weight of their confidence term (ours too): the mean entropy of q(y|x), so that each image is sure of
+    # its category; without it q(y|x) stayed near uniform. Clustering on mnist-sample (16 clusters,
+    # 10 epochs, seeds 0-2): 41.8 +- 2.6 % error at 1.0, 44.9 +- 1.7 % at 0.5; at 2.0, above the balance
+    # weight, the images gathered in 2 or 3 clusters (75.0 +- 4.7 % error). docs/defaults.md for the rest.
+    confidence_weight: float = 1.0
+    # "cosine": every Adam learning rate follows a half cosine over the run, from its value in the first
+    # epoch to near zero in the last (set once an epoch, from the epochs completed). "none": constant.
+    lr_decay: str = "none"
+
+
+# What a checkpoint written before a TrainConfig field existed trained with, where the field's default
+# differs: such a checkpoint resumes (and reports) as it was trained.
+UNSAVED_VALUES = {"confidence_weight": 0.0}
+# The discriminators' Adam rate (--dis_lr) when none is given, for every model but the plain AAE: the rate
+# the paper's other models were tuned and measured at. The plain AAE's 2e-4 let the tests' tiny clustering
+# runs collapse to one category in 3 of 4 seeds (8e-4: 2 to 7 of 12 categories used), and gave 53.1 % error
+# against 49.1 % on mnist-sample (clustering, 16 clusters, 10 epochs).
+PAPER_MODELS_DIS_LR = 8e-4
+# Offsets from the seed (the loop uses seed, +1, +2): which examples are labelled; labelled batches.
+SELECT_SEED, LABEL_BATCH_SEED = 3, 4
+
+
+def train_config_from(saved):
+    """TrainConfig from a checkpoint's dict, ignoring keys this version does not know; fields it lacks take
+    UNSAVED_VALUES (what it was trained with) or their default."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{**UNSAVED_VALUES, **{k: v for k, v in saved.items() if k in names}})
+
+
+def model_config_from(saved):
+    """ModelConfig from a checkpoint's dict, ignoring keys this version does not know."""
+    names = {f.name for f in fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in saved.items() if k in names})
+
+
+def adam(params, lr, beta1, device, capturable=False):
+    # fused Adam: one kernel for all parameters, where this torch supports it on the device;
+    # capturable keeps its step counts on the GPU so that a CUDA graph can replay it
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), fused=device.type in ("cpu", "cuda"),
+                            capturable=capturable)
+
+
+def select_labels(labels, n, n_classes, seed):
+    """The only training labels a model gets: [N] long, the label on the labelled subset, -1 elsewhere.
+
+    n = -1: all; n = 0: none; else n // n_classes examples of each class (the first n % n_classes
+    classes one more), drawn with a generator seeded from `seed`, so a resumed run picks the same ones.
+    Choosing a balanced subset reads every label once, here; nothing after this sees them.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"training labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
+    if n == -1:
+        return labels.clone()
+    if n > len(labels):
+        raise ValueError(f"--labels {n}: the training split has only {len(labels)} examples")
+    chosen = torch.full_like(labels, -1)
+    g = torch.Generator().manual_seed(seed + SELECT_SEED)
+    for c in range(n_classes):
+        want = n // n_classes + (c < n % n_classes)
+        members = (labels == c).nonzero().flatten()
+        if len(members) < want:
+            raise ValueError(f"--labels {n}: class {c} has only {len(members)} training examples, {want} wanted")
+        chosen[members[torch.randperm(len(members), generator=g)[:want]]] = c
+    return chosen
+
+
+@contextmanager
+def evaluating(*modules):
+    """Eval mode (no dropout, mean codes) and no gradients, restoring each module's mode afterwards."""
+    was = [m.training for m in modules]
+    try:
+        with torch.no_grad():
+            yield [m.eval() for m in modules]
+    finally:
+        for m, training in zip(modules, was):
+            m.train(training)
+
+
+def batched(fn, images, batch_size=1000):
+    """fn of images as floats in [0, 1], a batch at a time, concatenated.
+
+    images: uint8 [N, H, W] as the data sets store them, or floats in [0, 1] in any shape the
+    encoder takes ([N, 1, 28, 28], [N, 784]).
+    """
+    floats = to_float if images.dtype == torch.uint8 else (lambda x: x)
+    return torch.cat([fn(floats(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
+# What each number means, for report.md.
+MEANINGS = {
+    "test_recon_bce": "reconstruction BCE, nats per test image (supervised: decoded with the image's label)",
+    "test_error": "test classification error of argmax q(y|x) (§5, Table 2)",
+    "test_cluster_error": "test error when each cluster takes the majority label of its training images (§6, Table 3)",
+    "clusters_used": "categories that at least one test image falls into",
+    "style_knn_accuracy": "label of a test image found by 5-NN among the training images' style codes z; "
+                          "1 / classes means the style holds no class",
+    "category_effect": "mean absolute pixel change of a decoded test image when its category y is swapped for "
+                       "another, its style kept; 0 means the decoder ignores y",
+    "knn_accuracy": "label of a test image found by 5-NN among the training codes (supervised: 1 / classes "
+                    "means the code holds style only)",
+    "knn_accuracy_2d": "5-NN accuracy on the 2-D representation W y + z (§7)",
+    "mmd_to_prior": "MMD² between test codes and prior draws; 0 when they match",
+    "label_part_accuracy": "test codes that lie in their label's part of the prior (§2.3)",
+}
+
+
+class Variant:
+    """What every model of the paper shares, and what the loop and the commands may ask of a model.
+
+    A subclass sets the class attributes and builds its networks and optimisers in __init__; it
+    overrides draw() and step(), and whatever else differs. labels: the training split's labels,
+    for a model that reads some (select_labels picks the allowed ones); None to use trained weights.
+    """
+
+    title = "a model"  # for messages: "{title} does not read --X"
+    # Of the flags that only some models read (variants.OPTIONAL_FLAGS), those it reads; reads() narrows them.
+    flags = ("prior_std", "encoder", "noise_dim")
+    dis_lr = PAPER_MODELS_DIS_LR  # --dis_lr when not given
+    # What step() adds up, in this order: the history's columns (mean over the epoch's steps).
+    columns = ("recon_loss", "disc_loss", "gen_loss", "disc_accuracy")
+    likelihood_protocol = False  # whether `evaluate` runs the paper's Table 1 protocol (Parzen window ...)
+    picture_names = ("samples", "reconstructions", "losses")  # what `draw` can make, besides "all"
+    draw_flags = ()  # draw's flags for its pictures (interpolation's --classes, --pairs, --steps)
+    # None, or why it cannot: said by the command line before any work.
+    cannot_graph = None
+    cannot_distribute = None
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, device, labels=None, cuda_graphs=False):
+        self.check(model_cfg, train_cfg)
+        self.model_cfg, self.train_cfg = model_cfg, train_cfg
+        self.device = torch.device(device)
+        self.capturable = cuda_graphs  # optimisers that a CUDA graph can replay
+        self.labels = None
+        if labels is not None and self.reads_labels():
+            chosen = select_labels(labels, train_cfg.labels, model_cfg.n_classes, train_cfg.seed)
+            self.labels = chosen.to(self.device)
+        # the random streams of the prior draws and the labelled batches; the loop replaces them with its own
+        self.prior_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed + 2)
+        self.label_rng = torch.Generator().manual_seed(train_cfg.seed + LABEL_BATCH_SEED)
+        self.prior_params = priors.parameters(train_cfg.prior, train_cfg.prior_std)
+        self.history = []  # the epochs trained, for pictures and reports
+        if train_cfg.precision == "bf16":
+            # no weight-cast cache: each phase casts its weights once anyway, and a CUDA graph needs it off
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+        else:
+            self.autocast = nullcontext
+        # name -> module: the checkpoint's keys, built in this order (the order the seeded weights are drawn in)
+        self.nets = {name: net.to(self.device) for name, net in self.networks(model_cfg, train_cfg).items()}
+        self.optimizers = {}
+
+    # -- what it is, before any work ---------------------------------------------------------------
+
+    @classmethod
+    def networks(cls, model_cfg, train_cfg):
+        """Its networks, freshly initialised from the global torch generator: {name: module}."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, model_cfg, train_cfg):
+        """ValueError, in words a user can act on, for settings this model cannot train with."""
+        if model_cfg.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {model_cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+        priors.check_dim(train_cfg.prior, model_cfg.latent_dim)
+        if train_cfg.labels < -1:
+            raise ValueError(f"--labels must be a count >= 0, or -1 for all; got {train_cfg.labels}")
+
+    @classmethod
+    def reads(cls, model_cfg, train_cfg):
+        """Of the flags that only some models read, those this model reads with these settings."""
+        read = set(cls.flags)
+        if train_cfg.prior != "gaussian":
+            read.discard("prior_std")
+        if model_cfg.encoder != "universal":
+            read.discard("noise_dim")
+        return read
+
+    @classmethod
+    def reads_labels_with(cls, model_cfg, train_cfg):
+        """Whether training reads (some) training labels."""
+        return False
+
+    def reads_labels(self):
+        return self.reads_labels_with(self.model_cfg, self.train_cfg)
+
+    def labelled_examples(self, n_train):
+        """How many training labels it was trained with (from the configs: a loaded model holds none)."""
+        if not self.reads_labels():
+            return 0
+        return n_train if self.train_cfg.labels == -1 else self.train_cfg.labels
+
+    # -- training ------------------------------------------------------------------------------------
+
+    def _adam(self, params, lr):
+        return adam(params, lr, self.train_cfg.adam_beta1, self.device, self.capturable)
+
+    def prepare(self, data):
+        """Called by the loop before training on `data`: keep what the steps need on the device."""
+
+    def draw(self, rows):
+        """Every random input of a step on the training images `rows` but dropout: the prior draws.
+        Drawn outside a CUDA graph, whose replays then read them from static copies."""
+        return {"z": self.sample_prior(len(rows))}
+
+    def step(self, x, rows, draws, sums):
+        """This model's phases on one batch x (the training images `rows`); adds each column to `sums`."""
+        raise NotImplementedError
+
+    def train(self, mode=True):
+        for net in self.nets.values():
+            net.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @property
+    def encoder(self):
+        return self.nets["encoder"]
+
+    @property
+    def decoder(self):
+        return self.nets["decoder"]
+
+    @property
+    def discriminator(self):
+        return self.nets["discriminator"]
+
+    # -- the prior -----------------------------------------------------------------------------------
+
+    def sample_style(self, n, generator=None):
+        """n draws from the --prior, on the device."""
+        g = generator or self.prior_rng
+        return priors.sample(self.train_cfg.prior, n, self.model_cfg.latent_dim, generator=g, device=self.device,
+                             **self.prior_params)
+
+    def sample_prior(self, n, generator=None):
+        """n draws from the whole prior, as the decoder takes them."""
+        return self.sample_style(n, generator)
+
+    # -- using the trained model ---------------------------------------------------------------------
+
+    def encode(self, images, labels=None):
+        """The codes of images (uint8 [N, H, W] or floats in [0, 1]), in eval mode: [N, latent]."""
+        with evaluating(self.encoder):
+            return batched(self.encoder, images.to(self.device))
+
+    def decode(self, codes):
+        """Images [N, C, H, W] in [0, 1] decoded from codes as sample_prior gives them, in eval mode."""
+        with evaluating(self.decoder):
+            return torch.cat([self.decoder(c) for c in codes.to(self.device).split(1000)])
+
+    def sample(self, n, seed=0):
+        """n images decoded from prior draws of a CPU generator seeded with `seed`: the same on every device."""
+        return self.decode(self.sample_prior(n, generator=torch.Generator().manual_seed(seed)))
+
+    def reconstruct(self, images, labels=None):
+        """decoder(encoder(x)) of images (uint8 or floats in [0, 1]) in eval mode; labels where the decoder reads them."""
+        return self.decode(self.encode(images, labels))
+
+    # -- numbers -------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def test_reconstruction(self, images, labels=None, batch_size=1000):
+        """Mean summed BCE per image (nats) of uint8 `images` [N, H, W], in eval mode."""
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        with evaluating(*self.nets.values()):
+            for i in range(0, len(images), batch_size):
+                x = to_float(images[i : i + batch_size].to(self.device))
+                batch_labels = None if labels is None else labels[i : i + batch_size]
+                with self.autocast():
+                    logits = self.decoder.logits(self.code_for_decoder(x, batch_labels)).float()
+                total += F.binary_cross_entropy_with_logits(logits, x, reduction="sum").double()
+        return (total / len(images)).item()
+
+    def code_for_decoder(self, x, labels=None):
+        """What the decoder reads for images x (floats): the code."""
+        return self.encoder(x)
+
+    def epoch_numbers(self, test):
+        """The figures each history row adds after the epoch's losses (test: the test Split)."""
+        return {"test_recon_bce": self.test_reconstruction(test.images)}
+
+    def own_numbers(self):
+        """Whether it has numbers and a picture of its own (numbers(), "mode"): evaluate's protocol and
+        the usual pictures say all there is of the plain AAE with its default prior and encoder."""
+        return True
+
+    def numbers(self, data):
+        """Its figures on `data` (the test split; the training split where a figure says so)."""
+        return {"test_recon_bce": self.test_reconstruction(data.test.images, data.test.labels)}
+
+    def settings(self, data):
+        """What was trained, for metrics.json and report.md."""
+        m, t = self.model_cfg, self.train_cfg
+        return {"dataset": data.name, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
+                "label_discriminator": m.label_discriminator, "latent_dim": m.latent_dim,
+                "labelled_examples": self.labelled_examples(len(data.train.images)), "epochs": len(self.history)}
+
+    def paper_figure(self, settings):
+        """The paper's figure for this experiment on full MNIST, where it gives one, else None."""
+        return None
+
+    # -- pictures ------------------------------------------------------------------------------------
+
+    def pictures(self, data, folder, what=("all",), seed=0, **options):
+        """The pictures `what` (from picture_names, or "all") into `folder`; returns their paths."""
+        folder, wanted, written = Path(folder), set(what), []
+        folder.mkdir(parents=True, exist_ok=True)
+        if wanted & {"all", "mode"} and "mode" in self.picture_choices():
+            written += self.own_pictures(data, folder)
+        if wanted & {"all", "interpolation"} and "interpolation" in self.picture_names:
+            written.append(self.draw_interpolation(data.test, folder / "interpolation.png", seed=seed, **options))
+        if wanted & {"all", "samples"}:
+            written.append(self.draw_samples(folder / "samples.png", seed=seed))
+        if wanted & {"all", "reconstructions"}:
+            x = data.test.images[:50]
+            written.append(plots.reconstruction_grid(to_float(x), self.reconstruct(x, data.test.labels[:50]).cpu(),
+                                                     folder / "reconstructions.png"))
+        if wanted & {"all", "losses"} and self.history:
+            written.append(plots.draw_losses(self.history, folder / "losses.png"))
+        return written
+
+    def picture_choices(self):
+        """The pictures `draw` can make of it, besides "all"."""
+        return self.picture_names
+
+    def draw_samples(self, path, seed=0):
+        """Prior draws decoded, 10 a row."""
+        return plots.save_grid(self.sample(100, seed=seed), path, nrow=10)
+
+    def own_pictures(self, data, folder):
+        """Its own picture(s), the paper's figure of it; returns their paths."""
+        return []
+
+
+class AAE(Variant):
+    """§2: the plain Adversarial Autoencoder, with any prior and any of the three encoders of §2.1.
+
+    Per batch: reconstruction, then the discriminator on prior draws against codes, then the encoder
+    as generator. Both adversarial phases see the same codes, since the discriminator phase does not
+    change the encoder: one encoder forward (and one set of dropout masks) instead of two, ~7% of a step.
+    """
+
+    title = "the plain AAE (--mode unsupervised)"
+    dis_lr = TrainConfig.dis_lr
+    likelihood_protocol = True
+    picture_names = ("interpolation", "samples", "reconstructions", "losses", "mode")
+    draw_flags = ("classes", "pairs", "steps")
+
+    def __init__(self, model_cfg, train_cfg, device, labels=None, cuda_graphs=False):
+        super().__init__(model_cfg, train_cfg, device, labels, cuda_graphs)
+        c = train_cfg
+        self.optimizers = {
+            "reconstruction": self._adam([*self.encoder.parameters(), *self.decoder.parameters()], c.gen_lr),
+            "discriminator": self._adam(self.discriminator.parameters(), c.dis_lr),
+            "generator": self._adam(self.encoder.parameters(), c.dis_lr),
+        }
+
+    @classmethod
+    def networks(cls, model_cfg, train_cfg):
+        m = model_cfg
+        return {"encoder": ENCODERS[m.encoder](m), "decoder": Decoder(m, cls.decoder_inputs(m)),
+                "discriminator": Discriminator(m, cls.discriminator_inputs(m))}
+
+    @classmethod
+    def decoder_inputs(cls, model_cfg):
+        return model_cfg.latent_dim
+
+    @classmethod
+    def discriminator_inputs(cls, model_cfg):
+        return model_cfg.latent_dim
+
+    def step(self, x, rows, draws, sums):
+        enc, opt, ac = self.encoder, self.optimizers, self.autocast
+        sums[0] += reconstruction_phase(enc, self.decoder, opt["reconstruction"], x, ac)
+        with ac():
+            codes = enc(x)  # kept with its graph for the generator phase's backward
+        d_loss, d_acc = discriminator_phase(None, self.discriminator, opt["discriminator"], x, draws["z"], ac,
+                                            codes=codes)
+        sums[1] += d_loss
+        sums[3] += d_acc
+        sums[2] += generator_phase(None, self.discriminator, opt["generator"], x, ac, codes=codes)
+
+    def own_numbers(self):
+        return self.model_cfg.encoder != "deterministic" or self.train_cfg.prior != "gaussian"
+
+    def numbers(self, data):
+        train, test = data.train, data.test
+        out = super().numbers(data)
+        test_z = self.encode(test.images)
+        out["knn_accuracy"] = metrics.knn_accuracy(self.encode(train.images), train.labels, test_z, test.labels)
+        g = torch.Generator(device=self.prior_rng.device).manual_seed(self.train_cfg.seed)
+        out["mmd_to_prior"] = metrics.mmd(test_z, self.sample_prior(len(test_z), generator=g))
+        return out
+
+    def picture_choices(self):
+        return self.picture_names if self.own_numbers() else tuple(p for p in self.picture_names if p != "mode")
+
+    def own_pictures(self, data, folder):
+        """Figs. 2-4: the 2-D test codes over prior draws."""
+        if self.model_cfg.latent_dim != 2 or not self.own_numbers():
+            return []
+        g = torch.Generator(device=self.prior_rng.device).manual_seed(self.train_cfg.seed)
+        prior = self.sample_prior(5000, generator=g).cpu()
+        return [plots.scatter(self.encode(data.test.images).cpu(), data.test.labels, folder / "latent_codes.png",
+                              self.scatter_title(), background=prior)]
+
+    def scatter_title(self):
+        return f"test codes, {self.train_cfg.prior} prior"
+
+    def draw_interpolation(self, test, path, n_pairs=8, steps=10, classes=None, seed=0):
+        """The original's strips: each row a linear walk in code space between two test images, framed by them."""
+        images = to_float(test.images)
+        a, b = pick_pairs(test.labels, n_pairs, classes, torch.Generator().manual_seed(seed))
+        za, zb = self.encode(images[a]), self.encode(images[b])  # [P, latent]
+        t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)
+        z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t  # [P, steps, latent]
+        strips = self.decode(z.flatten(0, 1)).cpu()  # [P * steps, C, H, W]
+        return plots.interpolation_grid(images[a], strips.view(len(a), steps, *strips.shape[1:]), images[b], path)
+
+
+def pick_pairs(labels, n_pairs, classes=None, generator=None):
+    """Indices (a, b) of n_pairs image pairs: random ones, or class classes[0] -> classes[1]."""
+    if classes is None:
+        if 2 * n_pairs > len(labels):
+            raise ValueError(f"--pairs {n_pairs} needs {2 * n_pairs} different test images and the test split has "
+                             f"{len(labels)}: use --pairs {len(labels) // 2} or fewer, or --classes A B")
+        order = torch.randperm(len(labels), generator=generator)
+        return order[:n_pairs], order[n_pairs : 2 * n_pairs]
+    ends = []
+    for c in classes:
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) == 0:
+            raise ValueError(f"class {c} does not occur in the test split")
+        ends.append(idx[torch.randint(len(idx), (n_pairs,), generator=generator)])
+    return ends[0], ends[1]
+
+
+class LabelDiscriminatorAAE(AAE):
+    """§2.3 (Figs. 3-4): the discriminator also sees a one-hot label, with an extra "unlabelled" slot.
+
+    A prior draw comes from its label's mixture component or swiss-roll segment (any part for an
+    unlabelled example), so the codes of each class are pushed into that class's part of the prior.
+    """
+
+    title = "the label discriminator (--label_discriminator)"
+    flags = ("encoder", "noise_dim", "labels")
+    dis_lr = PAPER_MODELS_DIS_LR
+    LABELLED_PRIORS = ("mixture", "swiss_roll")  # a component / segment per class
+
+    @classmethod
+    def check(cls, model_cfg, train_cfg):
+        super().check(model_cfg, train_cfg)
+        if model_cfg.mode != "unsupervised":
+            raise ValueError(f"--label_discriminator goes with --mode unsupervised; --mode {model_cfg.mode} uses "
+                             "labels its own way")
+        if train_cfg.prior not in cls.LABELLED_PRIORS or model_cfg.latent_dim != 2:
+            raise ValueError("--label_discriminator ties each class to a part of a 2-D prior: "
+                             "use --prior mixture or swiss_roll with --latent_dim 2")
+
+    @classmethod
+    def reads_labels_with(cls, model_cfg, train_cfg):
+        return train_cfg.labels != 0
+
+    @classmethod
+    def discriminator_inputs(cls, model_cfg):
+        return model_cfg.latent_dim + model_cfg.n_classes + 1
+
+    def tags(self, rows):
+        """The discriminator's one-hot label of each row, slot n_classes for the unlabelled: [B, n_classes + 1]."""
+        k = self.model_cfg.n_classes
+        y = self.labels[rows] if self.labels is not None else torch.full((len(rows),), -1, device=self.device)
+        return one_hot(torch.where(y >= 0, y, k), k + 1)
+
+    def draw(self, rows):
+        """Draws from the prior's part of each row's label, or any part for an unlabelled row."""
+        k, g = self.model_cfg.n_classes, self.prior_rng
+        y = (self.labels[rows] if self.labels is not None else torch.full((len(rows),), -1, device=self.device))
+        y = y.to(g.device)
+        anywhere = torch.randint(k, y.shape, generator=g, device=g.device)
+        index = torch.where(y >= 0, y, anywhere)
+        return {"z": priors.sample(self.train_cfg.prior, len(y), self.model_cfg.latent_dim, generator=g,
+                                   device=self.device, index=index, n_components=k)}
+
+    def step(self, x, rows, draws, sums):
+        enc, dis, opt, ac = self.encoder, self.discriminator, self.optimizers, self.autocast
+        tag = self.tags(rows)
+        tagged = lambda images: torch.cat([enc(images), tag], 1)  # noqa: E731
+        sums[0] += reconstruction_phase(enc, self.decoder, opt["reconstruction"], x, ac)
+        z_prior = torch.cat([draws["z"], tag], 1)
+        d_loss, d_acc = discriminator_phase(tagged, dis, opt["discriminator"], x, z_prior, ac)
+        sums[1] += d_loss
+        sums[3] += d_acc
+        sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
+
+    def own_numbers(self):
+        return True
+
+    def numbers(self, data):
+        out = super().numbers(data)
+        k = self.model_cfg.n_classes
+        index = torch.arange(10000) % k  # §2.3: is each test code in its label's part of the prior?
+        draws = priors.sample(self.train_cfg.prior, len(index), 2, generator=torch.Generator().manual_seed(0),
+                              index=index, n_components=k)
+        out["label_part_accuracy"] = metrics.knn_accuracy(draws, index, self.encode(data.test.images).cpu(),
+                                                          data.test.labels)
+        return out
+
+    def scatter_title(self):
+        return super().scatter_title() + ", label discriminator"
+
+
+class SupervisedAAE(AAE):
+    """§4 (Fig. 7): the decoder reads [one-hot label, code], so the code is left with the style.
+
+    The discriminator sees [code, one-hot label] against [prior draw, the same one-hot] (ours: the
+    paper's sees the code alone). That asks only that all codes together look like the prior; the code
+    may still say which digit it is. Given the label it asks that the codes of each digit look like the
+    prior, so the code cannot tell the digits apart. On mnist-sample (10 epochs) the label was found from
+    the code by 5-NN 33 % of the time with a 2-D code and the paper's discriminator, 22 % with this one
+    (10 % is chance); 76 % with 8-D.
+    """
+
+    title = "the supervised AAE (--mode supervised)"
+    flags = ("prior_std", "encoder", "noise_dim")
+    dis_lr = PAPER_MODELS_DIS_LR
+    likelihood_protocol = False
+    picture_names = ("mode", "samples", "reconstructions", "losses")
+    draw_flags = ()
+
+    @classmethod
+    def check(cls, model_cfg, train_cfg):
+        super().check(model_cfg, train_cfg)
+        if train_cfg.labels != -1:
+            raise ValueError("--mode supervised decodes every image with its label: drop --labels, "
+                             "or use --mode semi_supervised")
+
+    @classmethod
+    def reads_labels_with(cls, model_cfg, train_cfg):
+        return True
+
+    @classmethod
+    def decoder_inputs(cls, model_cfg):
+        return model_cfg.n_classes + model_cfg.latent_dim
+
+    @classmethod
+    def discriminator_inputs(cls, model_cfg):
+        return model_cfg.latent_dim + model_cfg.n_classes
+
+    def draw(self, rows):
+        return {"z": self.sample_style(len(rows))}
+
+    def step(self, x, rows, draws, sums):
+        enc, dec, dis, opt, ac = self.encoder, self.decoder, self.discriminator, self.optimizers, self.autocast
+        label = one_hot(self.labels[rows], self.model_cfg.n_classes)
+        tagged = lambda images: torch.cat([enc(images), label], 1)  # noqa: E731
+        sums[0] += reconstruction_phase(lambda images: torch.cat([label, enc(images)], 1), dec,
+                                        opt["reconstruction"], x, ac)
+        z_prior = torch.cat([draws["z"], label], 1)
+        d_loss, d_acc = discriminator_phase(tagged, dis, opt["discriminator"], x, z_prior, ac)
+        sums[1] += d_loss
+        sums[3] += d_acc
+        sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
+
+    def sample_prior(self, n, generator=None):
+        """[one-hot of class i mod n_classes, style draw]: a grid n_classes wide shows one class a column."""
+        z = self.sample_style(n, generator)
+        k = self.model_cfg.n_classes
+        return torch.cat([one_hot(torch.arange(n, device=self.device) % k, k), z], dim=1)
+
+    def code_for_decoder(self, x, labels=None):
+        return torch.cat([one_hot(labels.to(x.device), self.model_cfg.n_classes), self.encoder(x)], 1)
+
+    def reconstruct(self, images, labels=None):
+        """Each image decoded from its code and its label (labels: [N], required)."""
+        if labels is None:
+            raise ValueError("the supervised AAE decodes each image with its label: pass labels")
+        codes = self.encode(images)
+        return self.decode(torch.cat([one_hot(labels.to(self.device), self.model_cfg.n_classes), codes], 1))
+
+    def epoch_numbers(self, test):
+        return {"test_recon_bce": self.test_reconstruction(test.images, test.labels.to(self.device))}
+
+    def numbers(self, data):
+        train, test = data.train, data.test
+        out = {"test_recon_bce": self.test_reconstruction(test.images, test.labels.to(self.device))}
+        # near chance (1 / n_classes) means the code keeps style, not class (§4)
+        out["knn_accuracy"] = metrics.knn_accuracy(self.encode(train.images), train.labels,
+                                                   self.encode(test.images), test.labels)
+        return out
+
+    def draw_samples(self, path, seed=0):
+        return plots.save_grid(self.sample(10 * self.model_cfg.n_classes, seed=seed), path,
+                               nrow=self.model_cfg.n_classes)
+
+    def own_pictures(self, data, folder):
+        """Fig. 7: row i is test image i's style decoded with every class."""
+        sources, _ = style_sources(data.test, self.model_cfg.n_classes)
+        return [style_picture(self, sources, self.encode(sources), folder / "supervised_styles.png")]
+
+
+def style_sources(test, n_classes):
+    """The first test image of each class present, as floats: [R, C, H, W]."""
+    first = torch.stack([(test.labels == c).nonzero().flatten()[0] for c in range(n_classes)
+                         if (test.labels == c).any()])
+    return to_float(test.images[first]), first
+
+
+def style_picture(model, sources, styles, path):
+    """Fig. 7's grid: each source's style `styles` [R, latent] decoded with every class, beside the source."""
+    k = model.model_cfg.n_classes
+    y = torch.eye(k, device=model.device).repeat(len(styles), 1)  # [R * k, k]: every class for each style
+    decoded = model.decode(torch.cat([y, styles.to(model.device).repeat_interleave(k, 0)], 1))
+    return plots.style_grid(sources, decoded.cpu().view(len(styles), k, *sources.shape[1:]), path)

@@ -1,0 +1,356 @@
+"""What `main.py train`, `draw` and `evaluate` do once their flags are parsed (main.py parses them).
+
+    import commands, main
+    args = main.build_parser().parse_args(["--dataset", "mnist-sample", "--epochs", "3"])
+    commands.train(args, typed={"dataset", "epochs"})       # typed: the flags the user gave
+
+Every check a user's flags can fail runs before any folder is created or any data is read; the
+errors are one line (UsageError, ValueError, data.DataError, utils.CheckpointError ...), which
+main.py turns into an exit code.
+"""
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import fields
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import evaluate as evaluation
+import plots
+import utils
+import variants
+from aae import UNSAVED_VALUES, TrainConfig, model_config_from
+from data import load_dataset
+from models import ModelConfig
+from train import Interrupted, NonFiniteLoss, Trainer
+
+EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
+# What a resumed run may change: everything else decides what is being trained.
+MAY_CHANGE_ON_RESUME = {"epochs", "precision", "directory"}
+
+
+class UsageError(Exception):
+    """Flags that cannot work together, or with the files they name; str(e) is one line saying what to do."""
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+def configs_from(args):
+    """The ModelConfig and TrainConfig that parsed flags describe; --dis_lr not given is the model's own."""
+    values = dict(vars(args))
+    model_names = {f.name for f in fields(ModelConfig)}
+    model_cfg = ModelConfig(**{k: v for k, v in values.items() if k in model_names})
+    if values.get("dis_lr") is None:  # not typed (nor brought in by --resume)
+        values["dis_lr"] = variants.default_dis_lr(model_cfg)
+    names = {f.name for f in fields(TrainConfig)}
+    return model_cfg, TrainConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def merge_resume(args, typed, ckpt, actions):
+    """Flags not typed take the checkpoint's values; typed ones that contradict it are refused.
+
+    typed: {flag: value} the user gave; actions: {dest: argparse action} of the train parser."""
+    saved = {**ckpt["model_config"], **UNSAVED_VALUES, **ckpt.get("train_config", {})}
+    clashes = []
+    for key, value in saved.items():
+        if not hasattr(args, key):
+            continue
+        if key in typed and typed[key] != value and key not in MAY_CHANGE_ON_RESUME:
+            clashes.append(f"--{key} {typed[key]} (checkpoint: {value})")
+        elif key not in typed:
+            if not passes(actions[key], value):  # what the flag itself would refuse, the file must not bring in
+                raise utils.CheckpointError(f"the checkpoint holds {key} = {value!r}, which --{key} refuses; "
+                                            "the file is damaged or not from this program")
+            setattr(args, key, value)
+    if clashes:
+        raise UsageError("--resume: these flags contradict the checkpoint: " + ", ".join(clashes)
+                         + "; drop them, or train into another --weights folder")
+    return args
+
+
+def passes(action, value):
+    """Whether `value`, read from a checkpoint, is one that `action`'s flag accepts."""
+    try:
+        ok = isinstance(value, str) if action.type is None else action.type(str(value)) == value
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return False
+    return ok and (not action.choices or value in action.choices)
+
+
+def resumes_over_another_run(source, weights):
+    """Whether --resume SOURCE would save over a checkpoint in `weights` that is not SOURCE's own file."""
+    existing, resumed = weights / utils.CHECKPOINT_NAME, utils.checkpoint_path(source)
+    return existing.exists() and not (resumed.exists() and os.path.samefile(existing, resumed))
+
+
+def check_train(args, typed, weights, source):
+    """Every refusal of the train command that needs no data and no folder; returns the two configs."""
+    model_cfg, train_cfg = configs_from(args)
+    variants.check_flags(model_cfg, train_cfg, typed)
+    variants.check(model_cfg, train_cfg)
+    cls = variants.variant_class(model_cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cls.cannot_distribute:
+        raise UsageError(f"{cls.title} trains in one process ({cls.cannot_distribute}): run it without torchrun")
+    if "cuda_graphs" in typed and args.cuda_graphs and cls.cannot_graph:
+        raise UsageError(f"{cls.title} cannot be replayed as CUDA graphs ({cls.cannot_graph}): drop --cuda_graphs")
+    if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run: continue it with "
+                         f"`python main.py --weights {weights} --resume`, or train into another --weights folder")
+    if source is not None and resumes_over_another_run(source, weights):
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds another run than {source}, and resuming saves "
+                         f"into --weights; pass --weights {utils.checkpoint_path(source).parent} to continue it "
+                         "there, or an empty --weights folder")
+    return model_cfg, train_cfg
+
+
+def train(args, typed, actions):
+    """The train command; returns the exit code. typed: {flag: value} the user gave."""
+    weights = Path(args.weights)
+    ckpt = source = None
+    if args.resume:
+        source = weights if args.resume is True else Path(args.resume)
+        ckpt = utils.load_checkpoint(source)
+        args = merge_resume(args, typed, ckpt, actions)
+    model_cfg, train_cfg = check_train(args, typed, weights, source if isinstance(args.resume, str) else None)
+    if ckpt is not None:  # the saved sizes, all of them (merge_resume made the flags agree)
+        model_cfg = model_config_from(ckpt["model_config"])
+    set_threads(args.threads)
+    device = utils.choose_device(args.device)
+    rank, world_size, device = join_torchrun(device)
+    lock = None
+    if rank == 0:  # one process speaks, saves and draws; it holds the folder while the run trains
+        utils.check_writable(weights)
+        lock = utils.RunLock(weights).acquire()
+    try:
+        if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # written since the check above
+            check_train(args, typed, weights, None)
+        return _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size):
+    say = print if rank == 0 else lambda *a, **k: None
+    data = load_dataset(args.dataset, args.directory, args.download)
+    trainer = Trainer(model_cfg, train_cfg, device, data.train.labels, rank=rank, world_size=world_size,
+                      cuda_graphs=args.cuda_graphs)
+    if ckpt is not None:
+        try:
+            trainer.load_state_dict(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+            raise utils.CheckpointError(f"{utils.checkpoint_path(source)} holds weights but not a training state "
+                                        f"to resume ({detail}); draw with it, or train afresh elsewhere") from None
+        steps = math.ceil(len(data.train.images) / (train_cfg.batch_size * world_size))
+        if trainer.partial and trainer.partial["step_in_epoch"] >= steps:  # resumed on other data
+            raise UsageError(f"the checkpoint stopped at step {trainer.partial['step_in_epoch']} of an epoch, but "
+                             f"the data in {args.directory} makes {steps} steps an epoch: it is not the data of the "
+                             f"run; pass the --directory it was trained on")
+        say(f"resuming from epoch {trainer.epoch}" + (" (mid-epoch)" if trainer.partial else ""))
+    if trainer.epoch >= train_cfg.epochs:  # a partial epoch past --epochs is not wanted either
+        say(f"already trained for {trainer.epoch} epochs; raise --epochs to train more")
+        return 0
+    model = trainer.model
+    # its own generator, so the training stream of prior draws is the same with or without it
+    fixed_noise = model.sample_prior(100, generator=torch.Generator(device=device).manual_seed(train_cfg.seed))
+    progress_dir = weights / "samples"
+
+    def save(t):
+        if rank != 0:
+            return
+        utils.save_checkpoint(t.state_dict(), weights / utils.CHECKPOINT_NAME)
+        if t.history:
+            utils.write_csv(t.history, weights / utils.LOG_NAME)
+        if not t.partial:  # a grid from the same noise every epoch: comparable across epochs
+            progress_dir.mkdir(exist_ok=True)
+            plots.save_grid(model.decode(fixed_noise), progress_dir / f"epoch_{t.epoch:03d}.png")
+        if t.epoch == 1 and not t.partial and len(t.history) == 1 and train_cfg.epochs > 1:
+            left = t.history[0]["seconds"] * (train_cfg.epochs - 1)
+            say(f"about {_duration(left)} to go at this speed; checkpoint, log.csv and pictures in {weights}/")
+
+    evaluate_epoch = None
+    if args.eval_every:
+        def evaluate_epoch(t):
+            if t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs:
+                if model.likelihood_protocol:
+                    return evaluation.evaluate_trainer(t, data)
+                return {k: v for k, v in model.numbers(data).items() if k != "test_recon_bce"}
+
+    stop = StopFlag()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    say(f"training {model.title} on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test "
+        f"images), {device}" + (f" x {world_size} processes" if world_size > 1 else "")
+        + f", {train_cfg.precision}; weights in {weights}/")
+    should_stop = (lambda: bool(stop)) if world_size == 1 else AgreedStop(stop, device)
+    try:
+        trainer.fit(data, save=save, should_stop=should_stop, progress=tqdm_progress() if rank == 0 else None,
+                    evaluate=evaluate_epoch)
+    except Interrupted:
+        say(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
+            + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
+            + f"; continue with: python main.py --weights {weights} --resume", file=sys.stderr)
+        return 128 + (stop.signum or signal.SIGTERM)  # a rank that was not signalled stops with the others
+    except NonFiniteLoss as e:
+        kept = (f"the checkpoint in {weights}/ is from epoch {trainer.epoch}, the last good one"
+                if (weights / utils.CHECKPOINT_NAME).exists() else "no checkpoint was saved")
+        say(f"error: {e}; {kept}. Try lower --gen_lr/--dis_lr.", file=sys.stderr)
+        return EXIT_DIVERGED
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if rank == 0:
+        model.eval()
+        model.pictures(data, weights, ("all",), seed=train_cfg.seed)
+        if model.own_numbers():
+            numbers = {**model.settings(data), **model.numbers(data)}
+            write_json(numbers, weights / NUMBERS_NAME)
+            say(f"{NUMBERS_NAME}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+    seconds, n = sum(row["seconds"] for row in trainer.history), len(trainer.history)
+    say(f"{n} epoch{'s' * (n != 1)}, {seconds:.1f} s in all ({seconds / n:.1f} s an epoch, "
+        f"test evaluation included); {utils.peak_memory(device)}")
+    say(f"done: {weights / utils.CHECKPOINT_NAME}, {weights / utils.LOG_NAME} and pictures in {weights}/")
+    return 0
+
+
+NUMBERS_NAME = "mode_metrics.json"  # a model's own numbers, written at the end of training
+
+
+def write_json(values, path):
+    text = json.dumps(values, indent=1) + "\n"
+    utils.atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _duration(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else \
+        f"{seconds:.0f} s"
+
+
+def join_torchrun(device):
+    """Under torchrun (WORLD_SIZE > 1) join the process group: (rank, world_size, this process's device)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+class StopFlag:
+    """Signal handler that only records the request; training saves at the next safe point."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:  # a second request: leave now; saves are atomic
+            raise KeyboardInterrupt(signum)  # main() exits with 128 + signum, as the shell would
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point (again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    def __bool__(self):
+        return self.signum is not None
+
+
+class AgreedStop:
+    """A stop request that all ranks act on at the same step; one that stopped alone would leave the
+    others waiting forever in their next all-reduce. Every rank calls it once per step, so every
+    `every` calls they can all-reduce their flags together: at most that many steps late."""
+
+    def __init__(self, flag, device, every=20):
+        self.flag, self.device, self.every, self.calls = flag, device, every, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        wanted = torch.tensor([float(bool(self.flag))], device=self.device)
+        dist.all_reduce(wanted, op=dist.ReduceOp.MAX)
+        return bool(wanted.item())
+
+
+def tqdm_progress():
+    """A tqdm bar per epoch on a terminal; nothing when output goes to a file."""
+    return partial(tqdm, leave=False, unit="step", dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+def set_threads(threads):
+    if threads:
+        torch.set_num_threads(threads)
+
+
+# -- draw and evaluate -----------------------------------------------------------------------------
+
+
+def load(weights, device, dataset=None, directory=None, need_data=True):
+    """The checkpoint's model (read once, in eval mode), the data it was trained on (or None) and its path."""
+    ckpt = utils.load_checkpoint(weights)
+    model = utils.load_models(weights, device=device, ckpt=ckpt)
+    tc = model.train_cfg
+    data = load_dataset(dataset or tc.dataset, directory or tc.directory, download=False) if need_data else None
+    return model, data, utils.checkpoint_path(weights)
+
+
+def draw(args, typed):
+    """The draw command: the pictures args.what of a checkpoint."""
+    set_threads(args.threads)
+    device = utils.choose_device(args.device)
+    ckpt = utils.load_checkpoint(args.weights)
+    model = utils.load_models(args.weights, device=device, ckpt=ckpt)
+    allowed = model.picture_choices()
+    wrong = next((w for w in args.what if w != "all" and w not in allowed), None)
+    if wrong is not None:
+        raise UsageError(f"{model.title} has no {wrong!r} picture; choose from all, {', '.join(allowed)}")
+    unread = next((f for f in ("classes", "pairs", "steps") if f in typed and f not in model.draw_flags), None)
+    if unread is not None:
+        raise UsageError(f"--{unread} is for the interpolation picture, which {model.title} does not draw: drop it")
+    if "losses" in args.what and not model.history:
+        raise UsageError(f"{utils.checkpoint_path(args.weights)} has no completed epoch yet, so no losses to draw; "
+                         "train on with --resume")
+    data = None
+    if set(args.what) - {"samples", "losses"}:
+        tc = model.train_cfg
+        data = load_dataset(tc.dataset, args.directory or tc.directory, download=False)
+        if args.classes and any(c not in data.test.labels for c in args.classes):
+            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
+    out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    utils.check_writable(out, "--out")
+    options = {"classes": args.classes, "n_pairs": args.pairs, "steps": args.steps} if model.draw_flags else {}
+    for path in model.pictures(data, out, args.what, seed=args.seed, **options):
+        print(path)
+    return 0
+
+
+def evaluate(args):
+    """The evaluate command: metrics.json, report.md and the pictures of a checkpoint."""
+    set_threads(args.threads)
+    started = time.perf_counter()
+    device = utils.choose_device(args.device)
+    model, data, checkpoint = load(args.weights, device, args.dataset, args.directory)
+    out = Path(args.out) if args.out else checkpoint.parent
+    utils.check_writable(out, "--out")
+    results = numbers = None
+    if model.likelihood_protocol:
+        results = evaluation.evaluate_checkpoint(model, data, evaluation.EvalConfig(parzen_samples=args.samples,
+                                                                                    seed=args.seed))
+        print(evaluation.summary(results))
+    if model.own_numbers():
+        numbers = model.numbers(data)
+        print(", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+    for path in evaluation.write_report(model, data, out, results, numbers, args.seed, checkpoint):
+        print(path)
+    print(f"evaluated in {time.perf_counter() - started:.1f} s")
+    return 0
