@@ -354,7 +354,7 @@ class Variant:
     def settings(self, data):
         """What was trained, for metrics.json and report.md."""
         m, t = self.model_cfg, self.train_cfg
-        return {"dataset": data.name, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
+        return {"dataset": data.name, "model": self.title, "mode": m.mode, "encoder": m.encoder, "prior": t.prior,
                 "label_discriminator": m.label_discriminator, "latent_dim": m.latent_dim,
                 "labelled_examples": self.labelled_examples(len(data.train.images)), "epochs": len(self.history)}
 

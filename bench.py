@@ -38,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import metrics
 import models
 import train
+from data import Dataset, Split, load_dataset
 from models import ModelConfig
 from train import Interrupted, Trainer, TrainConfig
 from utils import rss_mb
@@ -190,13 +192,13 @@ class OurLoop:
 
 
 class Config:
-    def __init__(self, loop, batch, precision, mode):
-        self.loop, self.batch, self.precision, self.mode = loop, batch, precision, mode
+    def __init__(self, loop, batch, precision, step):
+        self.loop, self.batch, self.precision, self.step = loop, batch, precision, step  # step: eager, graphs or blas
         self.runner, self.rounds, self.cpu_rounds, self.peak, self.error = None, [], [], None, None
 
     @property
     def name(self):
-        return f"{self.loop} b{self.batch} {self.precision} {self.mode}"
+        return f"{self.loop} b{self.batch} {self.precision} {self.step}"
 
     @property
     def samples_per_s(self):
@@ -214,7 +216,7 @@ class Config:
 def build(c, images, device):
     if c.loop == "original":
         return OriginalLoop(images, c.batch, device)
-    return OurLoop(images, c.batch, device, c.precision, cuda_graphs=c.mode == "graphs", onednn=c.mode != "blas")
+    return OurLoop(images, c.batch, device, c.precision, cuda_graphs=c.step == "graphs", onednn=c.step != "blas")
 
 
 def sync(device):
@@ -236,7 +238,7 @@ def measure(configs, images, device, rounds, round_seconds, log):
     """Build and warm up every loop, then time them in interleaved rounds of ~round_seconds each."""
     steps_per_round = {}
     # CUDA graphs last: a capture that failed badly could spoil the CUDA context for whatever comes after
-    for c in sorted(configs, key=lambda c: c.mode == "graphs"):
+    for c in sorted(configs, key=lambda c: c.step == "graphs"):
         try:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -307,11 +309,11 @@ def memory_probes(configs, threads, log):
 def check_graphs_match_eager(images, device, precision, steps, log):
     """The same seeded run, eager and as CUDA graphs: how far apart are the weights after `steps` steps?"""
     runs = {}
-    for mode in ("eager", "graphs"):
-        loop = OurLoop(images, 100, device, precision, cuda_graphs=mode == "graphs")
+    for step in ("eager", "graphs"):
+        loop = OurLoop(images, 100, device, precision, cuda_graphs=step == "graphs")
         loop.steps(steps)
         sync(device)
-        runs[mode] = loop.trainer
+        runs[step] = loop.trainer
     g = runs["graphs"]._graphed
     used = "replayed" if g is not None and g.graph is not None else f"NOT used ({g.failed if g else 'never built'})"
     worst, scale = 0.0, 0.0
@@ -328,7 +330,6 @@ def check_graphs_match_eager(images, device, precision, steps, log):
 def fit_epochs(images, device, epochs, log):
     """Trainer.fit end to end, default and fast configurations (CUDA graphs where on CUDA, test
     evaluation after each epoch, no checkpoint writing): the seconds an epoch really takes."""
-    from data import Dataset, Split
 
     labels = torch.zeros(N_IMAGES, dtype=torch.int64)
     data = Dataset("synthetic", Split(images.cpu(), labels), Split(synthetic_images(n=10_000, seed=1), labels[:10_000]))
@@ -427,8 +428,6 @@ def parse_run(text, epochs):
 def parzen(trainer, data, n_samples=10_000, n_validation=1_000):
     """Parzen-window log-likelihood of the test split under decoded prior samples (sigma chosen on
     n_validation training images), the protocol of metrics.parzen_estimate."""
-    import metrics
-
     model = trainer.model
     z = model.sample_prior(n_samples, generator=torch.Generator(trainer.device).manual_seed(1234))
     samples = model.decode(z).flatten(1)
@@ -473,13 +472,13 @@ def table(configs, device):
     lines = [f"{'':28s} {'--- median round ---':>27s}   {'---- best round ----':>25s}", head, "-" * len(head)]
     for c in configs:
         if c.error is not None and not c.rounds:
-            lines.append(f"{c.loop:8s} {c.batch:5d} {c.precision:5s} {c.mode:6s} failed: {c.error}")
+            lines.append(f"{c.loop:8s} {c.batch:5d} {c.precision:5s} {c.step:6s} failed: {c.error}")
             continue
         base = original.get(c.batch)
         ratio = c.samples_per_s / base.samples_per_s if base else math.nan
         best_ratio = c.best_samples_per_s / base.best_samples_per_s if base else math.nan
         peak = f"{c.peak:6.0f} MB" if c.peak is not None else "--"
-        lines.append(f"{c.loop:8s} {c.batch:5d} {c.precision:5s} {c.mode:6s} {c.samples_per_s:10,.0f} "
+        lines.append(f"{c.loop:8s} {c.batch:5d} {c.precision:5s} {c.step:6s} {c.samples_per_s:10,.0f} "
                      f"{N_IMAGES / c.samples_per_s:8.1f} {ratio:7.2f}   {c.best_samples_per_s:8,.0f} "
                      f"{N_IMAGES / c.best_samples_per_s:8.1f} {best_ratio:7.2f} {peak:>9s}")
     return "\n".join(lines)
@@ -547,8 +546,6 @@ def main(argv=None):
         print(line, flush=True)
 
     if args.quality:
-        from data import load_dataset
-
         log(f"bench.py --quality on {describe_machine(device, args.threads)}; load average {os.getloadavg()[0]:.1f}")
         data = load_dataset(args.dataset, args.directory)
         time_to_quality([parse_run(r, args.epochs) for r in args.quality], data, device, log)
@@ -598,12 +595,12 @@ def main(argv=None):
     log(table(configs, device))
     for c in configs:
         if c.loop == "ours" and c.batch == 100 and c.rounds:
-            log(f"100 epochs at batch 100, {c.precision} {c.mode}: {100 * N_IMAGES / c.samples_per_s:,.0f} s "
+            log(f"100 epochs at batch 100, {c.precision} {c.step}: {100 * N_IMAGES / c.samples_per_s:,.0f} s "
                 "of training steps")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": describe_machine(device, args.threads), "load_after": load_after, **extra,
-                       "loops": [{"loop": c.loop, "batch": c.batch, "precision": c.precision, "mode": c.mode,
+                       "loops": [{"loop": c.loop, "batch": c.batch, "precision": c.precision, "mode": c.step,
                                   "samples_per_s": c.samples_per_s, "samples_per_cpu_s": c.samples_per_cpu_s,
                                   "rounds": c.rounds, "peak_mb": c.peak, "error": c.error} for c in configs]},
                       f, indent=1)

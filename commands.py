@@ -103,6 +103,7 @@ def check_train(args, typed, weights, source):
         raise UsageError(f"{cls.title} trains in one process ({cls.cannot_distribute}): run it without torchrun")
     if "cuda_graphs" in typed and args.cuda_graphs and cls.cannot_graph:
         raise UsageError(f"{cls.title} cannot be replayed as CUDA graphs ({cls.cannot_graph}): drop --cuda_graphs")
+    utils.RunLock(weights).check()
     if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
         raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run: continue it with "
                          f"`python main.py --weights {weights} --resume`, or train into another --weights folder")

@@ -13,6 +13,7 @@ Nothing here draws random numbers except through a fixed-seed `torch.Generator`.
 Benchmark (2 CPU cores): `python metrics.py` prints the wall time of each function at full size.
 """
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -267,7 +268,6 @@ def cluster_accuracy(pred_clusters, labels, train_pred=None, train_labels=None):
 
 def _benchmark():
     """Wall time of each metric at full MNIST size on random data."""
-    import time
     gen = torch.Generator().manual_seed(0)
 
     def timed(name, fn):

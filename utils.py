@@ -240,6 +240,21 @@ class RunLock:
     def acquire(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = open(self.path, "a+")
+        self._take(file)
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} ({' '.join(sys.argv)[:160]})\n")
+        file.flush()
+        self.file = file
+        return self
+
+    def check(self):
+        """FolderBusy if a live run holds the folder; creates nothing."""
+        if self.path.exists():
+            with open(self.path, "a+") as file:
+                self._take(file)  # and closing it lets go at once
+
+    def _take(self, file):
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -248,12 +263,6 @@ class RunLock:
             file.close()
             raise FolderBusy(f"{self.path.parent} is being trained into by {holder[:200]}; wait for it to finish, "
                              "or train into another --weights folder") from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"process {os.getpid()} ({' '.join(sys.argv)[:160]})\n")
-        file.flush()
-        self.file = file
-        return self
 
     def release(self):
         if self.file is not None:

@@ -11,6 +11,7 @@ import data
 import evaluate
 import main
 import metrics
+import plots
 import utils
 from models import ModelConfig
 from train import TrainConfig, Trainer
@@ -128,9 +129,9 @@ def test_moments_and_mmd_see_a_prior_mismatch(weights, dataset):
 def test_latent_scatter_says_how_it_projected(tmp_path, dim, words):
     g = torch.Generator().manual_seed(0)
     codes = torch.randn(300, dim, generator=g) * torch.arange(1, dim + 1)
-    how = utils.draw_latent(codes, torch.arange(300) % 10, tmp_path / "l.png", prior=torch.randn(300, dim, generator=g))
+    how = plots.draw_latent(codes, torch.arange(300) % 10, tmp_path / "l.png", prior=torch.randn(300, dim, generator=g))
     assert words in how and (tmp_path / "l.png").is_file()
-    basis, _ = utils.project_2d(codes)
+    basis, _ = plots.project_2d(codes)
     if dim > 2:  # the two largest-variance axes of these codes are dimensions 5 and 4
         assert torch.allclose(basis.abs().argmax(0), torch.tensor([dim - 1, dim - 2]))
 

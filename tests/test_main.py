@@ -6,16 +6,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+import commands
 import main
-import modes
 import train
 import utils
 
-ROOT = main.Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse(*argv):
@@ -35,12 +36,20 @@ def parse(*argv):
         (["--download", "false"], False),
         (["--download", "0"], False),
         (["--download", "no"], False),
-        (["--no-download"], False),
-        (["--download", "--no-download"], False),
     ],
 )
 def test_download_flag(argv, expected):
     assert parse(*argv).download is expected
+
+
+@pytest.mark.parametrize("argv", [["--no-download"], ["--download", "--no-download"]])
+def test_no_download_is_gone_for_the_one_boolean_style(argv, capsys, tmp_path):
+    # --no-download was removed: every boolean flag is --name [BOOL]; --download False says it
+    with pytest.raises(SystemExit) as exit_:
+        main.main(argv + ["--weights", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unrecognized arguments: --no-download" in err and err.count("\n") == 1
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize(
@@ -54,7 +63,7 @@ def test_download_flag(argv, expected):
     ],
 )
 def test_discriminator_rate_defaults_to_the_models_own(flags, dis_lr):
-    assert main.configs_from(parse(*flags))[1].dis_lr == dis_lr
+    assert commands.configs_from(parse(*flags))[1].dis_lr == dis_lr
 
 
 def test_original_flags_and_defaults():
@@ -62,14 +71,14 @@ def test_original_flags_and_defaults():
     assert (args.directory, args.epochs, args.batch_size, args.gen_lr, args.dis_lr) == ("d", 3, 16, 1e-3, 2e-3)
     d = parse()
     assert (d.epochs, d.batch_size, d.gen_lr, d.latent_dim, d.prior_std) == (100, 100, 6e-4, 8, 5.0)
-    assert d.dis_lr is None and main.configs_from(d)[1].dis_lr == 2e-4  # the plain AAE's default
+    assert d.dis_lr is None and commands.configs_from(d)[1].dis_lr == 2e-4  # the plain AAE's default
     assert (d.dataset, d.weights, d.device, d.seed, d.resume) == ("mnist", "weights", "auto", 0, False)
 
 
 def test_schedule_balance_and_confidence_flags_reach_the_training_config():
-    cfg = main.configs_from(parse())[1]
+    cfg = commands.configs_from(parse())[1]
     assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("none", 1.0, 1.0)
-    cfg = main.configs_from(parse("--lr_decay", "cosine", "--balance_weight", "0", "--confidence_weight", "0.5"))[1]
+    cfg = commands.configs_from(parse("--lr_decay", "cosine", "--balance_weight", "0", "--confidence_weight", "0.5"))[1]
     assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("cosine", 0.0, 0.5)
 
 
@@ -153,7 +162,7 @@ def test_one_epoch_through_main_py_writes_everything(idx_dir, tmp_path):
     rows = utils.read_csv(weights / "log.csv")
     assert len(rows) == 1 and rows[0]["epoch"] == 1 and rows[0]["test_recon_bce"] > 0
     trained = utils.load_models(weights)
-    assert trained.config.latent_dim == 2 and trained.train_config["epochs"] == 1
+    assert trained.model_cfg.latent_dim == 2 and trained.train_cfg.epochs == 1
 
     # draw, as a separate command, into another folder
     out = tmp_path / "pics"
@@ -173,7 +182,7 @@ def test_resume_refuses_contradicting_flags(idx_dir, tmp_path, capsys):
     assert code == 2 and "--latent_dim 4 (checkpoint: 2)" in err and err.count("\n") == 1
     # flags not typed come from the checkpoint; --epochs may grow the run
     assert main.main(["--directory", str(idx_dir), "--weights", weights, "--resume", "--epochs", "2"]) == 0
-    assert utils.load_models(weights).config.latent_dim == 2
+    assert utils.load_models(weights).model_cfg.latent_dim == 2
     assert len(utils.read_csv(tmp_path / "w" / "log.csv")) == 2
 
 
@@ -185,11 +194,13 @@ def test_a_checkpoint_from_before_a_field_resumes_with_what_it_was_trained_with(
     assert ckpt["train_config"]["confidence_weight"] == 1.0
     del ckpt["train_config"]["confidence_weight"]  # as written before the confidence term existed
     utils.save_checkpoint(ckpt, weights / "aae.pt")
-    args = main.merge_resume(parse("--weights", str(weights), "--resume"), {}, ckpt)
-    assert main.configs_from(args)[1].confidence_weight == train.UNSAVED_VALUES["confidence_weight"] == 0.0
-    assert modes.load_trainer(weights).cfg.confidence_weight == 0.0
+    actions = {a.dest: a for a in main.build_parser()._actions}
+    args = commands.merge_resume(parse("--weights", str(weights), "--resume"), {}, ckpt, actions)
+    assert commands.configs_from(args)[1].confidence_weight == train.UNSAVED_VALUES["confidence_weight"] == 0.0
+    assert utils.load_models(weights).train_cfg.confidence_weight == 0.0
     with pytest.raises(main.UsageError, match=r"--confidence_weight 1.0 \(checkpoint: 0.0\)"):
-        main.merge_resume(parse("--resume", "--confidence_weight", "1"), {"confidence_weight": 1.0}, ckpt)
+        commands.merge_resume(parse("--resume", "--confidence_weight", "1"), {"confidence_weight": 1.0}, ckpt,
+                              actions)
 
 
 def test_resume_from_nothing_says_so(tmp_path, capsys):

@@ -86,7 +86,7 @@ def test_onednn_linear_leaves_frozen_weights_and_data_without_gradients():
     assert data.grad is None and layer.weight.grad is not None
 
 
-def test_linear_is_nn_linear_under_autocast_when_narrow_and_when_switched_off(monkeypatch):
+def test_linear_is_nn_linear_under_autocast_when_narrow_and_when_switched_off():
     layer, reference = linear_pair()
     x = torch.randn(7, 100)
     assert layer.uses_onednn(x) == models.onednn_available()
@@ -95,7 +95,7 @@ def test_linear_is_nn_linear_under_autocast_when_narrow_and_when_switched_off(mo
         assert y.dtype == torch.bfloat16 and torch.equal(y, reference(x))
     code_layer, code_reference = linear_pair(100, 8)  # narrower than ONEDNN_MIN_WIDTH
     assert not code_layer.uses_onednn(x) and torch.equal(code_layer(x), code_reference(x))
-    monkeypatch.setattr(models, "ONEDNN_PRODUCTS", False)
+    models.use_onednn(layer, False)
     assert not layer.uses_onednn(x) and torch.equal(layer(x), reference(x))
 
 
@@ -134,11 +134,11 @@ def fit(model_cfg, cfg, dataset, graphs):
 
 def assert_same_weights_and_history(a, b):
     for name in ("encoder", "decoder", "discriminator"):
-        for key, value in getattr(a, name).state_dict().items():
-            assert torch.equal(value, getattr(b, name).state_dict()[key]), f"{name}.{key}"
+        for key, value in a.model.nets[name].state_dict().items():
+            assert torch.equal(value, b.model.nets[name].state_dict()[key]), f"{name}.{key}"
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(a.history) == strip(b.history)
-    assert torch.equal(a.prior_rng.get_state(), b.prior_rng.get_state())
+    assert torch.equal(a.model.prior_rng.get_state(), b.model.prior_rng.get_state())
 
 
 @needs_onednn
@@ -147,13 +147,14 @@ def test_training_through_onednn_is_reproducible_and_follows_torchs_own_products
     cfg = TrainConfig(epochs=1, batch_size=30, seed=0)
     first, second = fit(tiny_model, cfg, dataset, False), fit(tiny_model, cfg, dataset, False)
     assert_same_weights_and_history(first, second)  # bit-identical, as a seeded run must be
-    monkeypatch.setattr(models, "ONEDNN_PRODUCTS", False)
+    monkeypatch.setattr(models.Linear, "onednn", False)  # every layer: torch's own products
     blas = fit(tiny_model, cfg, dataset, False)
     for key in ("recon_loss", "disc_loss", "gen_loss"):
         assert first.history[0][key] == pytest.approx(blas.history[0][key], rel=1e-4)
-    for key, value in first.encoder.state_dict().items():  # 7 Adam steps of 6e-4 apart at most, far less here
-        torch.testing.assert_close(value, blas.encoder.state_dict()[key], atol=1e-3, rtol=0)
-    assert not all(torch.equal(v, blas.encoder.state_dict()[k]) for k, v in first.encoder.state_dict().items())
+    first_encoder, blas_encoder = first.model.encoder.state_dict(), blas.model.encoder.state_dict()
+    for key, value in first_encoder.items():  # 7 Adam steps of 6e-4 apart at most, far less here
+        torch.testing.assert_close(value, blas_encoder[key], atol=1e-3, rtol=0)
+    assert not all(torch.equal(v, blas_encoder[k]) for k, v in first_encoder.items())
 
 
 def test_graphed_step_plumbing_trains_as_eager_steps_do(tiny_model, dataset, cpu_graphs):
@@ -221,11 +222,19 @@ def test_bench_blas_rows_train_without_onednn_and_leave_the_switch_as_it_was(tin
     apply = models._OneDNNLinear.apply
     monkeypatch.setattr(models._OneDNNLinear, "apply", lambda *args: calls.append(1) or apply(*args))
     images, cpu = bench.synthetic_images(n=100), torch.device("cpu")
-    assert bench.build(bench.Config("ours", 50, "fp32", "blas"), images, cpu).onednn is False
+    blas = bench.build(bench.Config("ours", 50, "fp32", "blas"), images, cpu)
+    assert linears(blas) and not any(layer.onednn for layer in linears(blas))
     bench.OurLoop(images, 50, cpu, model_cfg=tiny_model, onednn=False).steps(2)
-    assert calls == [] and models.ONEDNN_PRODUCTS is True
-    bench.OurLoop(images, 50, cpu, model_cfg=tiny_model).steps(2)
+    assert calls == [] and models.Linear.onednn is True
+    ours = bench.OurLoop(images, 50, cpu, model_cfg=tiny_model)
+    assert all(layer.onednn for layer in linears(ours))
+    ours.steps(2)
     assert calls
+
+
+def linears(loop):
+    """Every models.Linear of a bench loop's model."""
+    return [m for net in loop.trainer.model.nets.values() for m in net.modules() if isinstance(m, models.Linear)]
 
 
 def test_bench_quality_runs_parse_into_train_configs():

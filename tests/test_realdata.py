@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import data
-import train
 from models import ModelConfig
 from train import TrainConfig, Trainer
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.realdata
 def untrained_and_trained(dataset, epochs):
     torch.set_num_threads(2)
     t = Trainer(ModelConfig(), TrainConfig(epochs=epochs, seed=0), "cpu")
-    untrained = train.test_reconstruction(t.encoder, t.decoder, dataset.test.images)
+    untrained = t.model.test_reconstruction(dataset.test.images)
     t.fit(dataset, log=print)
     return untrained, t
 
@@ -33,8 +32,8 @@ def test_mnist_sample_reconstruction_improves_well_past_untrained():
     assert trained < 0.5 * untrained
     assert t.history[-1]["test_recon_bce"] < t.history[0]["test_recon_bce"]
     with torch.no_grad():  # the codes have not collapsed: their spread is of the prior's order
-        t.encoder.eval()
-        codes = t.encoder(data.to_float(ds.test.images))
+        t.model.encoder.eval()
+        codes = t.model.encoder(data.to_float(ds.test.images))
     assert codes.std(0).mean() > 0.2 * t.cfg.prior_std
 
 

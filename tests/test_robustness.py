@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import aae
 import data
 import main
 import train
@@ -222,15 +223,15 @@ def test_a_checkpoint_saved_on_a_gpu_loads_and_resumes_on_the_cpu(tmp_path, caps
 
 
 def nan_from_call(monkeypatch, calls):
-    """Make the generator phase's loss NaN from its `calls`-th call on."""
-    real, count = train.generator_phase, [0]
+    """Make the generator phase's loss NaN from its `calls`-th call on (the plain AAE's step calls aae's)."""
+    real, count = aae.generator_phase, [0]
 
     def phase(*args, **kwargs):
         count[0] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if count[0] >= calls else loss
 
-    monkeypatch.setattr(train, "generator_phase", phase)
+    monkeypatch.setattr(aae, "generator_phase", phase)
 
 
 def test_non_finite_loss_exits_3_naming_phase_and_epoch_and_keeps_the_checkpoint(weights, monkeypatch, capsys):
@@ -266,14 +267,15 @@ def test_a_full_disk_while_training_exits_1_and_keeps_the_previous_checkpoint(we
     one_line_error(code, err, 1)
     assert f"could not write {weights / 'aae.pt'}: no space left on the device" in err
     assert (weights / "aae.pt").read_bytes() == before
-    assert not [p.name for p in weights.iterdir() if p.name.startswith(".")]  # no temp file left
+    # no temp file left (the run's lock file, utils.RunLock, stays by design: the OS lock is what counts)
+    assert not [p.name for p in weights.iterdir() if p.name.startswith(".") and p.name != utils.LOCK_NAME]
 
 
 def test_a_fresh_run_never_overwrites_an_earlier_one(weights, idx_dir, capsys):
     before = (weights / "aae.pt").read_bytes()
     code, out, err = run_main(["--directory", idx_dir, "--weights", weights, "--epochs", "1"], capsys)
     one_line_error(code, err, 2)
-    assert "holds an earlier run; continue it with --resume" in err
+    assert f"holds an earlier run: continue it with `python main.py --weights {weights} --resume`" in err
     assert (weights / "aae.pt").read_bytes() == before
 
 
@@ -375,7 +377,8 @@ def test_a_really_full_disk_exits_1_and_keeps_the_previous_checkpoint(tiny_run, 
     one_line_error(code, err, 1)
     assert f"could not write {weights / 'aae.pt'}: no space left on the device" in err
     assert (weights / "aae.pt").read_bytes() == before
-    assert sorted(p.name for p in weights.iterdir()) == ["aae.pt"]  # no temp file, no half-written log
+    # no temp file, no half-written log (only the run's lock file, utils.RunLock, which stays by design)
+    assert sorted(p.name for p in weights.iterdir() if p.name != utils.LOCK_NAME) == ["aae.pt"]
 
 
 
@@ -607,5 +610,5 @@ def test_garbled_checkpoints_load_correctly_or_raise_checkpoint_error(tiny_run, 
             return
     with torch.no_grad():  # it loaded: then the networks must work at the saved sizes
         z = trained.encoder(torch.rand(2, 1, 28, 28))
-        assert z.shape == (2, trained.config.latent_dim)
+        assert z.shape == (2, trained.model_cfg.latent_dim)
         assert trained.decoder(z).shape == (2, 1, 28, 28)

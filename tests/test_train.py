@@ -7,7 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+import aae
+import phases
 import train
+from data import to_float
 from train import Interrupted, NonFiniteLoss, Trainer
 
 
@@ -30,74 +33,76 @@ def trainer(tiny_model, tiny_train):
 
 @pytest.fixture
 def batch(dataset):
-    return train.as_float(dataset.train.images[:50])
+    return to_float(dataset.train.images[:50])
 
 
 def all_snapshots(t):
-    return [snapshot(m) for m in (t.encoder, t.decoder, t.discriminator)]
+    return [snapshot(m) for m in (t.model.encoder, t.model.decoder, t.model.discriminator)]
 
 
 def test_reconstruction_phase_steps_encoder_and_decoder_only(trainer, batch):
+    m = trainer.model
     enc, dec, dis = all_snapshots(trainer)
-    loss = train.reconstruction_phase(trainer.encoder, trainer.decoder, trainer.optimizers["reconstruction"], batch)
+    loss = phases.reconstruction_phase(m.encoder, m.decoder, m.optimizers["reconstruction"], batch)
     assert loss.item() > 0
-    assert changed(enc, trainer.encoder) == weight_names(trainer.encoder)
-    assert changed(dec, trainer.decoder) == weight_names(trainer.decoder)
-    assert changed(dis, trainer.discriminator) == set()
+    assert changed(enc, m.encoder) == weight_names(m.encoder)
+    assert changed(dec, m.decoder) == weight_names(m.decoder)
+    assert changed(dis, m.discriminator) == set()
 
 
 def test_discriminator_phase_steps_discriminator_only(trainer, batch):
+    m = trainer.model
     enc, dec, dis = all_snapshots(trainer)
-    z_prior = trainer.sample_prior(len(batch))
-    loss, acc = train.discriminator_phase(
-        trainer.encoder, trainer.discriminator, trainer.optimizers["discriminator"], batch, z_prior
-    )
+    z_prior = m.sample_prior(len(batch))
+    loss, acc = phases.discriminator_phase(m.encoder, m.discriminator, m.optimizers["discriminator"], batch, z_prior)
     assert 0 <= acc.item() <= 1 and loss.item() > 0
-    assert changed(enc, trainer.encoder) == set()
-    assert changed(dec, trainer.decoder) == set()
-    assert changed(dis, trainer.discriminator) == weight_names(trainer.discriminator)
-    assert all(p.grad is None for p in trainer.encoder.parameters())  # codes were detached
+    assert changed(enc, m.encoder) == set()
+    assert changed(dec, m.decoder) == set()
+    assert changed(dis, m.discriminator) == weight_names(m.discriminator)
+    assert all(p.grad is None for p in m.encoder.parameters())  # codes were detached
 
 
 def test_generator_phase_steps_encoder_only(trainer, batch):
+    m = trainer.model
     enc, dec, dis = all_snapshots(trainer)
-    train.generator_phase(trainer.encoder, trainer.discriminator, trainer.optimizers["generator"], batch)
-    assert changed(enc, trainer.encoder) == weight_names(trainer.encoder)
-    assert changed(dec, trainer.decoder) == set()
-    assert changed(dis, trainer.discriminator) == set()
-    assert all(p.grad is None for p in trainer.discriminator.parameters())  # frozen, not merely unstepped
-    assert all(p.requires_grad for p in trainer.discriminator.parameters())  # and unfrozen afterwards
+    phases.generator_phase(m.encoder, m.discriminator, m.optimizers["generator"], batch)
+    assert changed(enc, m.encoder) == weight_names(m.encoder)
+    assert changed(dec, m.decoder) == set()
+    assert changed(dis, m.discriminator) == set()
+    assert all(p.grad is None for p in m.discriminator.parameters())  # frozen, not merely unstepped
+    assert all(p.requires_grad for p in m.discriminator.parameters())  # and unfrozen afterwards
 
 
 def test_shared_codes_make_the_same_adversarial_steps_as_the_phases_own(tiny_model, tiny_train, batch):
-    """train_step computes the codes once for both adversarial phases; with the same dropout masks
+    """The plain AAE's step computes the codes once for both adversarial phases; with the same dropout masks
     that is what each phase does on its own: the same discriminator step, the same encoder step."""
-    shared, alone = Trainer(tiny_model, tiny_train, "cpu"), Trainer(tiny_model, tiny_train, "cpu")
+    shared, alone = Trainer(tiny_model, tiny_train, "cpu").model, Trainer(tiny_model, tiny_train, "cpu").model
     z_prior = shared.sample_prior(len(batch))
     torch.manual_seed(5)  # the same masks: the encoder's, then the discriminator's, in both
     codes = shared.encoder(batch)
-    d_shared = train.discriminator_phase(None, shared.discriminator, shared.optimizers["discriminator"], batch,
-                                         z_prior, codes=codes)
+    d_shared = phases.discriminator_phase(None, shared.discriminator, shared.optimizers["discriminator"], batch,
+                                          z_prior, codes=codes)
     torch.manual_seed(5)
-    d_alone = train.discriminator_phase(alone.encoder, alone.discriminator, alone.optimizers["discriminator"], batch,
-                                        z_prior)
+    d_alone = phases.discriminator_phase(alone.encoder, alone.discriminator, alone.optimizers["discriminator"], batch,
+                                         z_prior)
     assert [t.item() for t in d_shared] == [t.item() for t in d_alone]
     assert changed(snapshot(alone.discriminator), shared.discriminator) == set()
     torch.manual_seed(6)  # the generator phase sees the codes of the shared forward: as if computed now
-    g_shared = train.generator_phase(None, shared.discriminator, shared.optimizers["generator"], batch,
-                                     codes=shared.encoder(batch))
+    g_shared = phases.generator_phase(None, shared.discriminator, shared.optimizers["generator"], batch,
+                                      codes=shared.encoder(batch))
     torch.manual_seed(6)
-    g_alone = train.generator_phase(alone.encoder, alone.discriminator, alone.optimizers["generator"], batch)
+    g_alone = phases.generator_phase(alone.encoder, alone.discriminator, alone.optimizers["generator"], batch)
     assert g_shared.item() == g_alone.item()
     assert changed(snapshot(alone.encoder), shared.encoder) == set()
 
 
 def test_generator_phase_pushes_codes_towards_what_discriminator_calls_prior(trainer, batch):
-    trainer.encoder.eval(), trainer.discriminator.eval()  # no dropout: compare like with like
-    before = trainer.discriminator(trainer.encoder(batch)).mean().item()
+    m = trainer.model
+    m.encoder.eval(), m.discriminator.eval()  # no dropout: compare like with like
+    before = m.discriminator(m.encoder(batch)).mean().item()
     for _ in range(5):
-        train.generator_phase(trainer.encoder, trainer.discriminator, trainer.optimizers["generator"], batch)
-    after = trainer.discriminator(trainer.encoder(batch)).mean().item()
+        phases.generator_phase(m.encoder, m.discriminator, m.optimizers["generator"], batch)
+    after = m.discriminator(m.encoder(batch)).mean().item()
     assert after > before
 
 
@@ -131,7 +136,7 @@ def test_two_seeded_runs_are_identical(tiny_model, tiny_train, dataset):
 def test_another_seed_gives_another_run(tiny_model, tiny_train, dataset):
     a = run(tiny_model, tiny_train, dataset)
     b = run(tiny_model, replace(tiny_train, seed=1), dataset)
-    assert not torch.equal(a.encoder.net[0].weight, b.encoder.net[0].weight)
+    assert not torch.equal(a.model.encoder.net[0].weight, b.model.encoder.net[0].weight)
 
 
 def roundtrip(state):
@@ -186,14 +191,14 @@ def test_training_improves_test_reconstruction(tiny_model, dataset):
 
     cfg = TrainConfig(epochs=15, batch_size=20, seed=0)
     t = Trainer(tiny_model, cfg, "cpu")
-    untrained = train.test_reconstruction(t.encoder, t.decoder, dataset.test.images)
+    untrained = t.model.test_reconstruction(dataset.test.images)
     t.fit(dataset, log=lambda line: None)
     assert t.history[-1]["test_recon_bce"] < 0.8 * untrained
 
 
 def test_non_finite_loss_names_phase_and_epoch(tiny_model, tiny_train, dataset, monkeypatch):
-    real = train.generator_phase
-    monkeypatch.setattr(train, "generator_phase", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = phases.generator_phase
+    monkeypatch.setattr(aae, "generator_phase", lambda *a, **k: real(*a, **k) * float("nan"))  # the AAE's step
     saved = []
     t = Trainer(tiny_model, tiny_train, "cpu")
     with pytest.raises(NonFiniteLoss) as err:
@@ -206,7 +211,7 @@ def test_bf16_autocast_trains(tiny_model, tiny_train, dataset):
     t = Trainer(tiny_model, replace(tiny_train, epochs=1, precision="bf16"), "cpu")
     t.fit(dataset, log=lambda line: None)
     assert math.isfinite(t.history[0]["test_recon_bce"])
-    assert t.encoder.net[0].weight.dtype == torch.float32  # weights stay fp32 under autocast
+    assert t.model.encoder.net[0].weight.dtype == torch.float32  # weights stay fp32 under autocast
 
 
 def test_cosine_factor_falls_from_one_to_near_zero():
@@ -225,19 +230,19 @@ def test_every_optimiser_follows_the_schedule(tiny_model, tiny_train, dataset, l
     rates = []
     t = Trainer(tiny_model, cfg, "cpu")
     t.fit(dataset, log=lambda line: None,
-          save=lambda tr: rates.append({n: o.param_groups[0]["lr"] for n, o in tr.optimizers.items()}))
+          save=lambda tr: rates.append({n: o.param_groups[0]["lr"] for n, o in tr.model.optimizers.items()}))
     assert len(rates) == 3
     for epoch, seen in enumerate(rates):
         f = train.lr_factor(lr_decay, epoch, 3)
         assert seen == pytest.approx({"reconstruction": 1e-3 * f, "discriminator": 3e-4 * f, "generator": 3e-4 * f})
-    assert t.optimizers["reconstruction"].param_groups[0]["initial_lr"] == 1e-3
+    assert t.model.optimizers["reconstruction"].param_groups[0]["initial_lr"] == 1e-3
 
 
 def test_a_rate_held_as_a_tensor_is_written_in_place_and_saved_as_a_number(tiny_model, tiny_train):
     # what CUDA graphs need: the captured step reads the rate's memory. Fused Adam takes a tensor rate
     # on the CPU too, so the path is exercised here.
     t = Trainer(tiny_model, replace(tiny_train, epochs=4, lr_decay="cosine"), "cpu")
-    group = t.optimizers["discriminator"].param_groups[0]
+    group = t.model.optimizers["discriminator"].param_groups[0]
     group["lr"] = rate = torch.tensor(group["lr"])
     t.epoch = 2
     t.set_learning_rates()
@@ -249,16 +254,17 @@ def test_a_rate_held_as_a_tensor_is_written_in_place_and_saved_as_a_number(tiny_
 def test_a_step_with_tensor_rates_equals_one_with_number_rates(tiny_model, tiny_train, batch):
     def stepped(tensor_rates):
         t = Trainer(tiny_model, replace(tiny_train, epochs=4, lr_decay="cosine"), "cpu")  # reseeds: same masks
-        for opt in t.optimizers.values():
+        for opt in t.model.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = torch.tensor(group["lr"]) if tensor_rates else group["lr"]
         t.epoch = 2
         t.set_learning_rates()
-        t.train_step(batch, torch.zeros(4, dtype=torch.float64))
+        rows = torch.arange(len(batch))  # batch is the first 50 training images
+        t.model.step(batch, rows, t.model.draw(rows), torch.zeros(4, dtype=torch.float64))
         return t
 
     a, b = stepped(True), stepped(False)
-    assert isinstance(a.optimizers["generator"].param_groups[0]["lr"], torch.Tensor)
+    assert isinstance(a.model.optimizers["generator"].param_groups[0]["lr"], torch.Tensor)
     for name in ("encoder", "decoder", "discriminator"):
-        for (k, v), w in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().values()):
+        for (k, v), w in zip(a.model.nets[name].state_dict().items(), b.model.nets[name].state_dict().values()):
             assert torch.equal(v, w), f"{name}.{k}"

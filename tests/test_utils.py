@@ -7,6 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
+import data
+import plots
 import utils
 from train import Trainer
 
@@ -29,17 +31,17 @@ def test_load_models_reproduces_the_trained_networks(checkpoint, dataset):
     trained = utils.load_models(path.parent)  # a folder works as well as the file
     assert not trained.encoder.training and not trained.decoder.training and not trained.discriminator.training
     x = dataset.test.images[:20].unsqueeze(1).float() / 255
-    t.encoder.eval(), t.decoder.eval(), t.discriminator.eval()
+    t.model.eval()
     with torch.no_grad():
         z = trained.encoder(x)
         assert z.shape == (20, 2)
-        assert torch.equal(z, t.encoder(x))
+        assert torch.equal(z, t.model.encoder(x))
         assert torch.equal(trained.encoder(x.flatten(1)), z)  # [N, 784] is accepted too
         images = trained.decoder(z)
         assert images.shape == (20, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
-        assert torch.equal(images, t.decoder(z))
-        assert torch.equal(trained.discriminator(z), t.discriminator(z))
-    assert trained.config.latent_dim == 2 and trained.train_config["prior_std"] == 5.0
+        assert torch.equal(images, t.model.decoder(z))
+        assert torch.equal(trained.discriminator(z), t.model.discriminator(z))
+    assert trained.model_cfg.latent_dim == 2 and trained.train_cfg.prior_std == 5.0
 
 
 def test_sample_prior_follows_the_saved_prior(checkpoint):
@@ -101,14 +103,22 @@ def test_wrong_shapes_get_a_clear_message(tmp_path, checkpoint):
         utils.load_models(tmp_path)
 
 
-def test_interpolation_walks_between_the_end_codes(checkpoint, dataset):
+def test_interpolation_walks_between_the_end_codes(checkpoint, dataset, tmp_path, monkeypatch):
     trained = utils.load_models(checkpoint[0])
-    x = dataset.test.images[:4].unsqueeze(1).float() / 255
+    seen = {}
+
+    def spy(start, strips, end, path, _real=plots.interpolation_grid):
+        seen.update(start=start, strips=strips, end=end)
+        return _real(start, strips, end, path)
+
+    monkeypatch.setattr(plots, "interpolation_grid", spy)
+    test = data.Split(dataset.test.images[:4], dataset.test.labels[:4])
+    trained.draw_interpolation(test, tmp_path / "i.png", n_pairs=2, steps=5)
+    strips, start, end = seen["strips"], seen["start"], seen["end"]
+    assert strips.shape == (2, 5, 1, 28, 28)
     with torch.no_grad():
-        strips = utils.interpolate(trained.encoder, trained.decoder, x[:2], x[2:], steps=5)
-        assert strips.shape == (2, 5, 1, 28, 28)
-        assert torch.allclose(strips[:, 0], trained.decoder(trained.encoder(x[:2])))
-        assert torch.allclose(strips[:, -1], trained.decoder(trained.encoder(x[2:])))
+        assert torch.allclose(strips[:, 0], trained.decoder(trained.encoder(start)))
+        assert torch.allclose(strips[:, -1], trained.decoder(trained.encoder(end)))
 
 
 def test_pictures_read_stored_or_float_images_alike(checkpoint, dataset, tmp_path):
@@ -117,8 +127,9 @@ def test_pictures_read_stored_or_float_images_alike(checkpoint, dataset, tmp_pat
     stored = dataset.test.images[:40]
     floats = stored.unsqueeze(1).float() / 255
     for i, images in enumerate((stored, floats, floats.flatten(1))):
-        utils.draw_interpolation(trained, images, dataset.test.labels[:40], tmp_path / f"i{i}.png", n_pairs=3, steps=4)
-        utils.draw_reconstructions(trained, images, tmp_path / f"r{i}.png", n=20)
+        trained.draw_interpolation(data.Split(images, dataset.test.labels[:40]), tmp_path / f"i{i}.png",
+                                   n_pairs=3, steps=4)
+        plots.reconstruction_grid(floats[:20], trained.reconstruct(images[:20]).cpu(), tmp_path / f"r{i}.png")
     for name in ("i", "r"):
         assert (tmp_path / f"{name}0.png").read_bytes() == (tmp_path / f"{name}1.png").read_bytes() == (
             tmp_path / f"{name}2.png").read_bytes()
@@ -128,16 +139,15 @@ def test_pictures_are_written(checkpoint, dataset, tmp_path):
     from PIL import Image
 
     trained = utils.load_models(checkpoint[0])
-    test = dataset.test.images.unsqueeze(1).float() / 255
-    utils.draw_interpolation(trained, test, dataset.test.labels, tmp_path / "i.png", n_pairs=3, steps=6, classes=(1, 7))
-    utils.draw_samples(trained, tmp_path / "s.png", n=25)
-    utils.draw_reconstructions(trained, test, tmp_path / "r.png", n=20)
-    utils.draw_losses(trained.history, tmp_path / "l.png")
-    sizes = {name: Image.open(tmp_path / name).size for name in ("i.png", "s.png", "r.png", "l.png")}
-    assert sizes["i.png"] == (8 * 30 + 2, 3 * 30 + 2)  # 6 steps + 2 real ends per row, 28px + 2px padding
-    assert sizes["s.png"] == (5 * 30 + 2, 5 * 30 + 2)
-    assert sizes["r.png"] == (10 * 30 + 2, 4 * 30 + 2)
-    assert sizes["l.png"][0] > 300
+    written = trained.pictures(dataset, tmp_path, ("interpolation", "samples", "reconstructions", "losses"),
+                               n_pairs=3, steps=6, classes=(1, 7))
+    names = ("interpolation.png", "samples.png", "reconstructions.png", "losses.png")
+    assert sorted(p.name for p in written) == sorted(names)
+    sizes = {name: Image.open(tmp_path / name).size for name in names}
+    assert sizes["interpolation.png"] == (8 * 30 + 2, 3 * 30 + 2)  # 6 steps + 2 real ends per row, 28px + 2px padding
+    assert sizes["samples.png"] == (10 * 30 + 2, 10 * 30 + 2)  # 100 prior draws, 10 a row
+    assert sizes["reconstructions.png"] == (10 * 30 + 2, 10 * 30 + 2)  # 50 test images over their reconstructions
+    assert sizes["losses.png"][0] > 300
 
 
 def test_csv_round_trip(tmp_path):

@@ -1,22 +1,33 @@
-"""The paper's other AAEs (modes.py): which labels are read, each mode's training, numbers, pictures and
-exact resume, the extra phases, and the command line."""
+"""The paper's other models (aae.py, categorical.py, phases.py): which labels are read, each model's training,
+numbers, pictures and exact resume, the extra phases, and the command line."""
 
 import io
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
+import aae
+import categorical
+import commands
 import data
 import main
-import mode_outputs
-import modes
+import models
+import phases
 import priors
-import train
+import utils
+import variants
+from data import to_float
 from models import ModelConfig
 from train import Interrupted, TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # name: (ModelConfig fields, TrainConfig fields, the number it reports, its picture)
 CASES = {
@@ -38,7 +49,7 @@ CASES = {
 def configs(case, **train_fields):
     model_fields, train_extra, _, _ = CASES[case]
     model_cfg = ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32, **model_fields)
-    # the discriminators' rate the modes were tuned and measured at (README), not the plain AAE's default
+    # the discriminators' rate the models were tuned and measured at (README), not the plain AAE's default
     fields = {"epochs": 2, "batch_size": 50, "seed": 0, "dis_lr": 8e-4, **train_extra, **train_fields}
     return model_cfg, TrainConfig(**fields)
 
@@ -78,139 +89,162 @@ def assert_same_state(a, b):
     equal(sa, sb, "checkpoint")
 
 
+def one_step(model, x, rows):
+    """One step of the model's phases on the batch x (the training images `rows`); returns the column sums."""
+    sums = torch.zeros(len(model.columns), dtype=torch.float64)
+    model.step(x, rows, model.draw(rows), sums)
+    return sums
+
+
 # -- which labels are read ------------------------------------------------------------------------
 
 
 def test_select_labels_is_balanced_seeded_and_masks_the_rest(dataset):
     labels = dataset.train.labels
-    chosen = modes.select_labels(labels, 30, 10, seed=0)
+    chosen = aae.select_labels(labels, 30, 10, seed=0)
     kept = chosen >= 0
     assert kept.sum() == 30 and (chosen[~kept] == -1).all()
     assert torch.equal(chosen[kept], labels[kept])
     assert torch.bincount(chosen[kept], minlength=10).tolist() == [3] * 10
-    assert torch.equal(chosen, modes.select_labels(labels, 30, 10, seed=0))
-    assert not torch.equal(chosen, modes.select_labels(labels, 30, 10, seed=1))
-    uneven = modes.select_labels(labels, 25, 10, seed=0)
+    assert torch.equal(chosen, aae.select_labels(labels, 30, 10, seed=0))
+    assert not torch.equal(chosen, aae.select_labels(labels, 30, 10, seed=1))
+    uneven = aae.select_labels(labels, 25, 10, seed=0)
     assert torch.bincount(uneven[uneven >= 0], minlength=10).tolist() == [3] * 5 + [2] * 5
-    assert torch.equal(modes.select_labels(labels, -1, 10, 0), labels)
-    assert (modes.select_labels(labels, 0, 10, 0) == -1).all()
+    assert torch.equal(aae.select_labels(labels, -1, 10, 0), labels)
+    assert (aae.select_labels(labels, 0, 10, 0) == -1).all()
 
 
 def test_select_labels_refuses_more_than_there_are(dataset):
     with pytest.raises(ValueError, match="class 0 has only 5 training examples, 10 wanted"):
-        modes.select_labels(torch.tensor([0] * 5 + [1] * 20), 20, 2, seed=0)
+        aae.select_labels(torch.tensor([0] * 5 + [1] * 20), 20, 2, seed=0)
     with pytest.raises(ValueError, match="has only 200 examples"):
-        modes.select_labels(dataset.train.labels, 201, 10, seed=0)
+        aae.select_labels(dataset.train.labels, 201, 10, seed=0)
+
+
+def given_only(model_cfg, train_cfg, labels):
+    """A trainer whose model holds `labels` (select_labels' form) and was never shown the training split's."""
+    trainer = Trainer(model_cfg, train_cfg, "cpu")
+    trainer.model.labels = labels
+    return trainer
 
 
 @pytest.mark.parametrize("case", ["semi_supervised", "dim_reduction", "label_discriminator_mixture"])
 def test_training_reads_no_training_label_outside_the_labelled_subset(case, dataset):
     model_cfg, train_cfg = configs(case)
-    chosen = modes.select_labels(dataset.train.labels, train_cfg.labels, 10, train_cfg.seed)
-    honest = fit(modes.ModeTrainer(model_cfg, train_cfg, "cpu", chosen), dataset)
-    # The dataset's training labels are gone: any read of them would raise.
+    chosen = aae.select_labels(dataset.train.labels, train_cfg.labels, 10, train_cfg.seed)
+    honest = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    assert torch.equal(honest.model.labels, chosen)  # all the model keeps of the labels it is given
+    fit(honest, dataset)
+    # The dataset's training labels are gone, and the model was only ever handed the chosen ones:
+    # any read of another training label would raise, or change the run.
     blind = replace(dataset, train=data.Split(dataset.train.images, None))
-    assert_same_state(honest, fit(modes.ModeTrainer(model_cfg, train_cfg, "cpu", chosen), blind))
+    assert_same_state(honest, fit(given_only(model_cfg, train_cfg, chosen.clone()), blind))
     # The labels it is given are read: one changed label changes the run.
     flipped = chosen.clone()
     first = (chosen >= 0).nonzero()[0, 0]
     flipped[first] = (chosen[first] + 1) % 10
-    other = fit(modes.ModeTrainer(model_cfg, train_cfg, "cpu", flipped), dataset)
-    assert not torch.equal(other.encoder.net[0].weight, honest.encoder.net[0].weight)
+    other = fit(given_only(model_cfg, train_cfg, flipped), dataset)
+    assert not torch.equal(other.model.encoder.net[0].weight, honest.model.encoder.net[0].weight)
 
 
-def test_plain_configs_get_the_plain_trainer(tiny_model, tiny_train, dataset):
-    trainer = modes.make_trainer(tiny_model, tiny_train, "cpu", dataset.train.labels)
-    assert type(trainer) is Trainer
+def test_plain_configs_get_the_plain_model(tiny_model, tiny_train, dataset):
+    trainer = Trainer(tiny_model, tiny_train, "cpu", dataset.train.labels)
+    assert type(trainer.model) is aae.AAE and trainer.model.labels is None  # it reads no label
 
 
-# -- each mode trains, and reports its number and picture ----------------------------------------
+# -- each model trains, and reports its number and picture ----------------------------------------
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_each_mode_trains_and_writes_its_number_and_picture(case, dataset, tmp_path):
+def test_each_model_trains_and_gives_its_number_and_picture(case, dataset, tmp_path):
     model_cfg, train_cfg = configs(case)
-    trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    trainer = fit(Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    model = trainer.model
     for row in trainer.history:
         assert all(math.isfinite(v) for v in row.values())
-        for column in getattr(trainer, "side_columns", ()):
+        for column in model.columns:
             assert column in row
-    numbers, pictures = mode_outputs.write_outputs(trainer, dataset, tmp_path)
+    assert model.own_numbers()  # so training writes them into mode_metrics.json
+    model.eval()  # as training leaves it before its numbers and pictures
+    numbers = {**model.settings(dataset), **model.numbers(dataset)}
+    pictures = model.own_pictures(dataset, tmp_path)
     number, picture = CASES[case][2], CASES[case][3]
-    saved = json.loads((tmp_path / mode_outputs.METRICS_NAME).read_text())
-    assert saved == numbers and saved["mode"] == model_cfg.mode and saved["epochs"] == 2
-    assert 0 <= saved[number] <= 1 or number == "mmd_to_prior" and math.isfinite(saved[number])
+    assert numbers["mode"] == model_cfg.mode and numbers["epochs"] == 2
+    assert 0 <= numbers[number] <= 1 or number == "mmd_to_prior" and math.isfinite(numbers[number])
     # 8 steps of 32-unit nets: near the 543 nats of an all-grey image at best; a broken decoder gives thousands
-    assert 0 < saved["test_recon_bce"] < 1000
-    assert picture in saved["pictures"] and (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
-    assert {p.name for p in pictures} == set(saved["pictures"])
+    assert 0 < numbers["test_recon_bce"] < 1000
+    assert picture in {p.name for p in pictures} and (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in pictures} == {p.name for p in tmp_path.iterdir()}  # it says what it wrote
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_each_mode_resumes_exactly_after_an_interruption(case, dataset):
+def test_each_model_resumes_exactly_after_an_interruption(case, dataset):
     model_cfg, train_cfg = configs(case, epochs=3)
     labels = dataset.train.labels
-    full = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", labels), dataset)
+    full = fit(Trainer(model_cfg, train_cfg, "cpu", labels), dataset)
     saved = []
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", labels)
     with pytest.raises(Interrupted):  # after the 5th step: inside epoch 2 (4 steps an epoch)
         fit(t, dataset, save=lambda tr: saved.append(roundtrip(tr.state_dict())), should_stop=lambda: t.step >= 5)
     assert saved[-1]["partial_epoch"]["step_in_epoch"] == 1
     torch.manual_seed(1234)  # the global RNG must come back from the checkpoint
-    resumed = modes.make_trainer(model_cfg, train_cfg, "cpu", labels)
+    resumed = Trainer(model_cfg, train_cfg, "cpu", labels)
     resumed.load_state_dict(saved[-1])
     assert_same_state(full, fit(resumed, dataset))
 
 
 @pytest.mark.parametrize("case", ["dim_reduction", "supervised"])
-def test_load_trainer_rebuilds_a_mode(case, dataset, tmp_path):
-    import utils
-
+def test_load_models_rebuilds_a_model(case, dataset, tmp_path):
     model_cfg, train_cfg = configs(case)
-    trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    trainer = fit(Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
     utils.save_checkpoint(trainer.state_dict(), tmp_path / "aae.pt")
-    loaded = modes.load_trainer(tmp_path)
-    # in eval mode, as utils.load_models' networks come back: dropout off, the same codes on every call
-    nets = [loaded.encoder, loaded.decoder, loaded.discriminator, getattr(loaded, "discriminator_y", None)]
-    assert not any(net.training for net in nets if net is not None)
-    x = train.as_float(dataset.test.images[:10])
-    trainer.encoder.eval(), trainer.decoder.eval()
+    loaded = utils.load_models(tmp_path)
+    assert type(loaded) is type(trainer.model) and loaded.nets.keys() == trainer.model.nets.keys()
+    # in eval mode: dropout off, the same codes on every call
+    assert not any(net.training for net in loaded.nets.values())
+    x = to_float(dataset.test.images[:10])
+    trainer.model.encoder.eval(), trainer.model.decoder.eval()
     with torch.no_grad():
-        assert torch.equal(loaded.encoder(x), trainer.encoder(x))
-    assert torch.equal(loaded.discriminator.net[0].weight, trainer.discriminator.net[0].weight)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.decoder.parameters(), trainer.decoder.parameters()))
+        assert torch.equal(loaded.encoder(x), trainer.model.encoder(x))
+    assert torch.equal(loaded.discriminator.net[0].weight, trainer.model.discriminator.net[0].weight)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.decoder.parameters(), trainer.model.decoder.parameters()))
+    for name, net in trainer.model.nets.items():  # discriminator_y too
+        assert all(torch.equal(a, b) for a, b in zip(loaded.nets[name].parameters(), net.parameters())), name
 
 
 def test_predictions_and_codes_read_uint8_or_float_images_alike(dataset):
-    # the README hands modes.predict_category the float images that utils.load_models' networks take
+    # the README hands predict_category the float images that utils.load_models' networks take
     model_cfg, train_cfg = configs("clustering", epochs=1)
-    encoder = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset).encoder
+    model = fit(Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset).model
     stored = dataset.test.images[:60]  # uint8 [N, 28, 28]
-    floats = train.as_float(stored)  # [N, 1, 28, 28] in [0, 1]
-    codes = modes.codes_of(encoder, stored)
+    floats = to_float(stored)  # [N, 1, 28, 28] in [0, 1]
+    codes = model.style(stored)
     assert codes.shape == (60, 2) and codes.std() > 0
     for x in (floats, floats.flatten(1)):
-        assert torch.equal(modes.predict_category(encoder, x), modes.predict_category(encoder, stored))
-        assert torch.equal(modes.codes_of(encoder, x), codes)
+        assert torch.equal(model.predict_category(x), model.predict_category(stored))
+        assert torch.equal(model.style(x), codes)
 
 
-def test_load_models_reads_a_supervised_checkpoint_and_points_categorical_ones_to_load_trainer(dataset, tmp_path):
-    import utils
-
+def test_load_models_reads_supervised_and_categorical_checkpoints(dataset, tmp_path):
+    # load_models now reads every checkpoint (it used to refuse a categorical one, pointing to modes.load_trainer)
+    trainers = {}
     for case in ("supervised", "clustering"):
         model_cfg, train_cfg = configs(case, epochs=1)
-        trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+        trainers[case] = fit(Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
         (tmp_path / case).mkdir()
-        utils.save_checkpoint(trainer.state_dict(), tmp_path / case / "aae.pt")
+        utils.save_checkpoint(trainers[case].state_dict(), tmp_path / case / "aae.pt")
     trained = utils.load_models(tmp_path / "supervised")  # its decoder and discriminator also read the label
     assert trained.decoder.net[0].in_features == trained.discriminator.net[0].in_features == 2 + 10
-    with pytest.raises(ValueError, match=r"--mode clustering model.*modes\.load_trainer\(path\)"):
-        utils.load_models(tmp_path / "clustering")
+    clustering = utils.load_models(tmp_path / "clustering")
+    assert type(clustering) is categorical.ClusteringAAE and not clustering.encoder.training
+    trainers["clustering"].model.eval()
+    assert torch.equal(clustering.predict_category(dataset.test.images),
+                       trainers["clustering"].model.predict_category(dataset.test.images))
 
 
 def test_semi_supervised_learns_to_classify_from_few_labels(dataset):
     model_cfg, train_cfg = configs("semi_supervised", epochs=8, labels=50)
-    trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
+    trainer = fit(Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels), dataset)
     errors = [row["test_error"] for row in trainer.history]
     assert errors[-1] < 0.5 and errors[-1] < errors[0]  # chance is 0.9
 
@@ -254,25 +288,29 @@ KNOWN = {
 
 @pytest.mark.parametrize("seen, right", [([0, 1, 2, 3], 1.0), ([0, 0, 3, 2], 0.25)])
 @pytest.mark.parametrize("case", KNOWN)
-def test_mode_metrics_give_known_answers_for_encoders_that_read_the_label_an_image_shows(case, seen, right,
-                                                                                          monkeypatch):
+def test_numbers_give_known_answers_for_encoders_that_read_the_label_an_image_shows(case, seen, right,
+                                                                                     monkeypatch):
     # The [0, 1] range checks above pass an error reported as an accuracy; 0.25 right is 0.75 wrong, not 0.25.
     dataset = data.Dataset("known", data.Split(showing(TRAIN_LABELS), TRAIN_LABELS),
                            data.Split(showing(torch.tensor(seen)), TEST_LABELS))
     model_fields, train_fields, accuracies, errors = KNOWN[case]
     model_cfg = ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32, **model_fields)
-    trainer = modes.make_trainer(model_cfg, TrainConfig(batch_size=50, seed=0, **train_fields), "cpu", TRAIN_LABELS)
-    k = trainer.n_categories
-    # clustering: cluster (c + 5) mod k holds class c, so a cluster is named by its training majority, not its number
-    category = (lambda c: (c + 5) % k) if not trainer.reads_labels else (lambda c: c)
-    monkeypatch.setattr(mode_outputs, "predict_category", lambda encoder, images: category(shown(images)))
-    if model_cfg.label_discriminator:  # codes at the centre of the mixture component of the class shown
-        monkeypatch.setattr(mode_outputs, "codes_of", lambda encoder, images: mixture_centres()[shown(images)])
-    else:  # codes, and dim_reduction's W y + z, 3 apart by class shown
-        place = lambda images: torch.stack([3.0 * shown(images), torch.zeros(len(images))], 1)  # noqa: E731
-        monkeypatch.setattr(mode_outputs, "codes_of", lambda encoder, images: place(images))
-        monkeypatch.setattr(mode_outputs, "representation", lambda trainer, images: place(images))
-    numbers = mode_outputs.mode_metrics(trainer, dataset)
+    model = Trainer(model_cfg, TrainConfig(batch_size=50, seed=0, **train_fields), "cpu", TRAIN_LABELS).model
+    # codes, and dim_reduction's W y + z, 3 apart by class shown
+    place = lambda images: torch.stack([3.0 * shown(images), torch.zeros(len(images))], 1)  # noqa: E731
+    if isinstance(model, categorical.CategoricalAAE):
+        k = model.n_categories
+        # clustering: cluster (c + 5) mod k holds class c, so a cluster is named by its training majority, not its number
+        category = (lambda c: (c + 5) % k) if not model.reads_labels() else (lambda c: c)
+        monkeypatch.setattr(model, "predict_category", lambda images: category(shown(images)))
+        monkeypatch.setattr(model, "style", place)
+        if case == "dim_reduction":
+            monkeypatch.setattr(model, "representation", place)
+    elif model_cfg.label_discriminator:  # codes at the centre of the mixture component of the class shown
+        monkeypatch.setattr(model, "encode", lambda images, labels=None: mixture_centres()[shown(images)])
+    else:
+        monkeypatch.setattr(model, "encode", lambda images, labels=None: place(images))
+    numbers = model.numbers(dataset)
     assert {name: numbers[name] for name in accuracies + errors} == {
         **{name: right for name in accuracies}, **{name: 1 - right for name in errors}}
     if case == "clustering":
@@ -292,11 +330,11 @@ def unchanged(before, module):
 
 def test_classification_phase_steps_the_encoder_only(dataset):
     model_cfg, train_cfg = configs("semi_supervised")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
-    nets = (t.encoder, t.decoder, t.discriminator, t.discriminator_y)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
+    nets = (t.encoder, t.decoder, t.discriminator, t.nets["discriminator_y"])
     before = snapshots(*nets)
-    x, y = train.as_float(dataset.train.images[:50]), dataset.train.labels[:50]
-    losses = [modes.classification_phase(t.encoder, t.optimizers["classification"], x, y).item() for _ in range(20)]
+    x, y = to_float(dataset.train.images[:50]), dataset.train.labels[:50]
+    losses = [phases.classification_phase(t.encoder, t.optimizers["classification"], x, y).item() for _ in range(20)]
     assert losses[-1] < losses[0]
     assert not unchanged(before[0], t.encoder)
     assert all(unchanged(b, m) for b, m in zip(before[1:], nets[1:]))
@@ -304,20 +342,20 @@ def test_classification_phase_steps_the_encoder_only(dataset):
 
 def test_cluster_head_phase_pushes_close_heads_apart_and_touches_nothing_else(dataset):
     model_cfg, train_cfg = configs("dim_reduction")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
     with torch.no_grad():
         t.decoder.heads[1] = t.decoder.heads[0] + 0.1
     before = snapshots(t.encoder, t.decoder.decoder)
     gap = (t.decoder.heads[1] - t.decoder.heads[0]).norm().item()
     for _ in range(10):
-        modes.cluster_head_phase(t.decoder, t.optimizers["cluster_heads"])
+        phases.cluster_head_phase(t.decoder, t.optimizers["cluster_heads"], categorical.HEAD_MARGIN)
     assert (t.decoder.heads[1] - t.decoder.heads[0]).norm().item() > gap
     assert unchanged(before[0], t.encoder) and unchanged(before[1], t.decoder.decoder)
 
 
 def test_straight_through_is_a_one_hot_with_the_softmax_gradient():
     logits = torch.randn(6, 5, requires_grad=True)
-    y = modes.straight_through(logits.softmax(1))
+    y = models.straight_through(logits.softmax(1))
     assert torch.allclose(y.detach(), torch.nn.functional.one_hot(logits.argmax(1), 5).float(), atol=1e-6)
     weights = torch.randn(6, 5)
     (y * weights).sum().backward()
@@ -326,9 +364,9 @@ def test_straight_through_is_a_one_hot_with_the_softmax_gradient():
 
 
 def collapsed_encoder(dataset):
-    """A clustering trainer whose category head sends every image to category 0."""
+    """A clustering model whose category head sends every image to category 0."""
     model_cfg, train_cfg = configs("clustering")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
     with torch.no_grad():
         t.encoder.net[-1].bias[0] += 4.0
     return t
@@ -336,33 +374,33 @@ def collapsed_encoder(dataset):
 
 def batch_entropy(encoder, x):
     with torch.no_grad():
-        return float(modes.entropy(encoder.category(x).mean(0)))
+        return float(phases.entropy(encoder.category(x).mean(0)))
 
 
 def test_balance_term_spreads_a_batch_gathered_in_one_category(dataset):
-    x = train.as_float(dataset.train.images[:100])
+    x = to_float(dataset.train.images[:100])
     after = {}
     for balance in (0.0, TrainConfig.balance_weight):
         t = collapsed_encoder(dataset)
         assert batch_entropy(t.encoder, x) < 1.0
         for _ in range(30):
-            modes.category_generator_phase(t.encoder, t.discriminator_y, t.optimizers["generator_y"], x,
-                                           balance=balance)
+            phases.category_generator_phase(t.encoder, t.nets["discriminator_y"], t.optimizers["generator_y"], x,
+                                            balance=balance)
         after[balance] = batch_entropy(t.encoder, x)
     # log 12 = 2.48 is an even spread; the untrained discriminator alone got 0.1 to 1.9 (seeds 0-3)
     assert after[TrainConfig.balance_weight] > max(math.log(12) - 0.2, after[0.0]), after
 
 
 def test_confidence_term_makes_each_image_sure_of_its_category(dataset):
-    x = train.as_float(dataset.train.images[:100])
+    x = to_float(dataset.train.images[:100])
     sureness = {}
     for confidence in (0.0, 1.0):
         model_cfg, train_cfg = configs("clustering")
-        t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+        t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
         for _ in range(30):
-            modes.category_generator_phase(t.encoder, t.discriminator_y, t.optimizers["generator_y"], x,
-                                           confidence=confidence)
-        with modes.evaluating(t.encoder):
+            phases.category_generator_phase(t.encoder, t.nets["discriminator_y"], t.optimizers["generator_y"], x,
+                                            confidence=confidence)
+        with aae.evaluating(t.encoder):
             probs = t.encoder.category(x)
         sureness[confidence] = (probs.max(1).values.mean().item(), batch_entropy(t.encoder, x))
     # mean max probability of 12 categories: 0.09 without; with, 0.19 to 0.54 in seeds 0-3
@@ -376,40 +414,40 @@ def test_clustering_spreads_the_images_over_the_clusters(dataset):
         used[balance] = []
         for seed in range(4):  # one tiny run is a coin toss; four of them are not
             model_cfg, train_cfg = configs("clustering", epochs=12, seed=seed, balance_weight=balance)
-            trainer = fit(modes.make_trainer(model_cfg, train_cfg, "cpu", None), dataset)
-            used[balance].append(modes.predict_category(trainer.encoder, dataset.test.images).unique().numel())
+            trainer = fit(Trainer(model_cfg, train_cfg, "cpu", None), dataset)
+            used[balance].append(trainer.model.predict_category(dataset.test.images).unique().numel())
     # of 12 categories, here: [1, 1, 1, 1] without the balance term, [2, 1, 4, 1] with it
     assert max(used[TrainConfig.balance_weight]) >= 3 and sum(used[TrainConfig.balance_weight]) > sum(used[0.0]), used
 
 
 def test_category_effect_is_zero_exactly_when_the_decoder_ignores_the_category(dataset):
     model_cfg, train_cfg = configs("clustering")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu")
+    t = Trainer(model_cfg, train_cfg, "cpu").model
     images = dataset.test.images
-    assert modes.category_effect(t.encoder, t.decoder, images) > 1e-3
-    assert modes.category_effect(t.encoder, t.decoder, images) == modes.category_effect(t.encoder, t.decoder, images)
+    assert t.category_effect(images) > 1e-3
+    assert t.category_effect(images) == t.category_effect(images)
     with torch.no_grad():
         t.decoder.net[0].weight[:, :12] = 0  # the columns that read y (12 clusters)
-    assert modes.category_effect(t.encoder, t.decoder, images) == 0
+    assert t.category_effect(images) == 0
     assert t.encoder.training and t.decoder.training  # left as it found them
 
 
 def test_style_discriminator_reads_the_category(dataset):
     model_cfg, train_cfg = configs("clustering")  # 12 clusters
-    assert modes.make_trainer(model_cfg, train_cfg, "cpu").discriminator.net[0].in_features == model_cfg.latent_dim + 12
+    assert Trainer(model_cfg, train_cfg, "cpu").model.discriminator.net[0].in_features == model_cfg.latent_dim + 12
     model_cfg, train_cfg = configs("semi_supervised")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
     assert t.discriminator.net[0].in_features == model_cfg.latent_dim + 10
     seen = []
     original = t.discriminator.forward
     t.discriminator.forward = lambda z: seen.append(z.detach().clone()) or original(z)
-    x = train.as_float(dataset.train.images[:50])
-    t.labelled = (dataset.train.images[:50], dataset.train.labels[:50])
-    t.categorical_step(x, torch.zeros(4, dtype=torch.float64))
+    x = to_float(dataset.train.images[:50])
+    t.prepare(dataset)  # its labelled images, for the classification phase
+    one_step(t, x, torch.arange(50))
     for part in (seen[0][:50, 2:], seen[0][50:, 2:]):  # prior draws, then codes: [z, one-hot y]
         assert ((part == 0) | (part == 1)).all() and (part.sum(1) == 1).all()
     t.encoder.eval()  # the same outputs from each call below
-    x = train.as_float(dataset.train.images[:8]).requires_grad_(True)
+    x = to_float(dataset.train.images[:8]).requires_grad_(True)
     both = t.encoder.style_and_category(x)
     logits, z = t.encoder.split(x)
     assert torch.equal(both[:, :2], z) and torch.equal(both[:, 2:].argmax(1), logits.argmax(1))
@@ -422,14 +460,15 @@ def test_style_discriminator_reads_the_category(dataset):
 
 def test_supervised_discriminator_reads_the_label(dataset):
     model_cfg, train_cfg = configs("supervised")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
     assert t.discriminator.net[0].in_features == model_cfg.latent_dim + 10
-    x, y = train.as_float(dataset.train.images[:50]), dataset.train.labels[:50]
+    rows = torch.arange(50)
+    x, y = to_float(dataset.train.images[:50]), dataset.train.labels[:50]
     before = snapshots(t.discriminator)[0]
     seen = []
     original = t.discriminator.forward
     t.discriminator.forward = lambda z: seen.append(z.detach().clone()) or original(z)
-    t.supervised_step(x, y, torch.zeros(4, dtype=torch.float64))
+    one_step(t, x, rows)
     assert not unchanged(before, t.discriminator)
     onehot = torch.nn.functional.one_hot(y, 10).float()
     assert torch.equal(seen[0][50:, 2:], onehot) and torch.equal(seen[0][:50, 2:], onehot)  # prior draws, then codes
@@ -437,9 +476,10 @@ def test_supervised_discriminator_reads_the_label(dataset):
 
 def test_label_discriminator_draws_each_label_from_its_own_component(dataset):
     model_cfg, train_cfg = configs("label_discriminator_mixture")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
     y = torch.arange(2000) % 11 - 1  # -1 (unlabelled), 0, ..., 9
-    z = t.sample_for_labels(y)
+    t.labels = y  # the labels of 2000 training rows, as select_labels gives them
+    z = t.draw(torch.arange(2000))["z"]
     component = torch.round(torch.atan2(z[:, 1], z[:, 0]) / (2 * math.pi / 10)).long() % 10
     labelled = y >= 0
     assert (component[labelled] == y[labelled]).float().mean() > 0.99
@@ -448,7 +488,7 @@ def test_label_discriminator_draws_each_label_from_its_own_component(dataset):
 
 def test_categorical_prior_draws_decode_one_category_a_column(dataset):
     model_cfg, train_cfg = configs("clustering")
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
     code = t.sample_prior(24)
     assert code.shape == (24, 12 + 2)
     assert torch.equal(code[:, :12].argmax(1), torch.arange(24) % 12)
@@ -470,14 +510,15 @@ def test_categorical_prior_draws_decode_one_category_a_column(dataset):
 ])
 def test_contradicting_options_are_refused(model_fields, train_fields, message):
     with pytest.raises(ValueError, match=message):
-        modes.check_configs(ModelConfig(latent_dim=2, **model_fields), TrainConfig(**train_fields))
+        variants.check(ModelConfig(latent_dim=2, **model_fields), TrainConfig(**train_fields))
 
 
-def test_command_line_trains_a_mode_writes_its_outputs_and_refuses_a_contradicting_resume(idx_dir, tmp_path, capsys):
+def test_command_line_trains_a_model_writes_its_outputs_and_refuses_a_contradicting_resume(idx_dir, tmp_path,
+                                                                                            capsys):
     weights = tmp_path / "w"
     common = ["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--weights", str(weights)]
     assert main.main([*common, "--epochs", "1", "--mode", "semi_supervised", "--labels", "20", "--threads", "1"]) == 0
-    numbers = json.loads((weights / mode_outputs.METRICS_NAME).read_text())
+    numbers = json.loads((weights / commands.NUMBERS_NAME).read_text())
     assert numbers["mode"] == "semi_supervised" and numbers["labelled_examples"] == 20 and "test_error" in numbers
     assert (weights / "semi_supervised_styles.png").is_file() and (weights / "aae.pt").is_file()
     for usual in ("samples.png", "reconstructions.png", "losses.png"):  # as a plain run leaves them
@@ -493,11 +534,11 @@ def test_command_line_trains_a_mode_writes_its_outputs_and_refuses_a_contradicti
     ("supervised", [], "knn_accuracy", "supervised_styles.png"),
     ("dim_reduction", ["--labels", "20"], "knn_accuracy_2d", "dim_reduction_codes.png"),
 ])
-def test_draw_and_evaluate_read_a_mode_checkpoint(mode, flags, number, picture, idx_dir, tmp_path, capsys):
+def test_draw_and_evaluate_read_a_model_checkpoint(mode, flags, number, picture, idx_dir, tmp_path, capsys):
     weights, out = tmp_path / "w", tmp_path / "out"
     assert main.main(["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--epochs", "1",
                       "--threads", "1", "--mode", mode, *flags, "--weights", str(weights)]) == 0
-    trained = json.loads((weights / mode_outputs.METRICS_NAME).read_text())
+    trained = json.loads((weights / commands.NUMBERS_NAME).read_text())
     assert main.main(["draw", "--weights", str(weights), "--out", str(out / "pictures")]) == 0
     for name in (picture, "samples.png", "reconstructions.png", "losses.png"):
         assert (out / "pictures" / name).read_bytes()[:4] == b"\x89PNG", name
@@ -505,7 +546,7 @@ def test_draw_and_evaluate_read_a_mode_checkpoint(mode, flags, number, picture, 
     assert [p.name for p in (out / "one").iterdir()] == ["samples.png"]
     capsys.readouterr()
     assert main.main(["draw", "interpolation", "--weights", str(weights)]) == 2
-    assert f"a --mode {mode} checkpoint has no 'interpolation' picture" in capsys.readouterr().err
+    assert f"(--mode {mode}) has no 'interpolation' picture" in capsys.readouterr().err
     assert main.main(["evaluate", "--weights", str(weights), "--out", str(out / "report")]) == 0
     numbers = json.loads((out / "report" / "metrics.json").read_text())
     assert numbers["mode"] == mode and numbers[number] == trained[number]  # the same model, the same number
@@ -520,27 +561,26 @@ def test_a_plain_checkpoint_has_no_mode_picture(idx_dir, tmp_path, capsys):
                       "--threads", "1", "--weights", str(weights)]) == 0
     capsys.readouterr()
     assert main.main(["draw", "mode", "--weights", str(weights)]) == 2
-    assert "a --mode unsupervised checkpoint has no 'mode' picture" in capsys.readouterr().err
+    assert "(--mode unsupervised) has no 'mode' picture" in capsys.readouterr().err
 
 
 def test_draw_and_evaluate_give_a_label_discriminator_checkpoint_its_number_and_picture(idx_dir, tmp_path, capsys):
-    # a plain-mode model whose outputs are mode_outputs' too (README's table reports label_part_accuracy)
+    # a plain-mode model with numbers and a picture of its own (README's table reports label_part_accuracy)
     weights, out = tmp_path / "w", tmp_path / "out"
     assert main.main(["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--epochs", "1",
                       "--threads", "1", "--label_discriminator", "--prior", "mixture", "--weights", str(weights)]) == 0
-    trained = json.loads((weights / mode_outputs.METRICS_NAME).read_text())
+    trained = json.loads((weights / commands.NUMBERS_NAME).read_text())
     assert main.main(["draw", "mode", "--weights", str(weights), "--out", str(out / "pictures")]) == 0
     assert [p.name for p in (out / "pictures").iterdir()] == ["latent_codes.png"]
     assert main.main(["evaluate", "--weights", str(weights), "--out", str(out / "report"), "--samples", "200"]) == 0
     assert "label_part_accuracy" in capsys.readouterr().out
-    numbers = json.loads((out / "report" / mode_outputs.METRICS_NAME).read_text())
+    # evaluate puts the model's own numbers into metrics.json, beside the protocol's (no mode_metrics.json)
+    numbers = json.loads((out / "report" / "metrics.json").read_text())
     assert numbers["label_part_accuracy"] == trained["label_part_accuracy"]  # the same model, the same number
-    assert (out / "report" / "metrics.json").is_file() and (out / "report" / "latent_codes.png").is_file()
+    assert not (out / "report" / commands.NUMBERS_NAME).exists() and (out / "report" / "latent_codes.png").is_file()
 
 
-def test_eval_every_logs_a_modes_numbers_and_leaves_training_unchanged(idx_dir, tmp_path, capsys):
-    import utils
-
+def test_eval_every_logs_a_models_numbers_and_leaves_training_unchanged(idx_dir, tmp_path, capsys):
     common = ["--directory", str(idx_dir), "--epochs", "2", "--latent_dim", "2", "--batch_size", "50",
               "--threads", "1", "--mode", "clustering", "--clusters", "12"]
     assert main.main([*common, "--weights", str(tmp_path / "plain")]) == 0
@@ -555,14 +595,24 @@ def test_eval_every_logs_a_modes_numbers_and_leaves_training_unchanged(idx_dir, 
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
 
 
-@pytest.mark.parametrize("flags, what", [(["--mode", "clustering"], "--mode clustering"),
-                                         (["--label_discriminator", "--prior", "mixture"], "--label_discriminator")])
-def test_torchrun_refuses_the_modes_in_one_line(flags, what, idx_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    code = main.main(["--directory", str(idx_dir), "--latent_dim", "2", "--weights", str(tmp_path / "w"), *flags])
-    err = capsys.readouterr().err
-    assert code == 2 and f"{what} trains in one process: run it with python main.py, not torchrun" in err
-    assert err.count("\n") == 1 and not (tmp_path / "w").exists()
+# Every model now trains under torchrun: the old refusal ("--mode clustering trains in one process: run it with
+# python main.py, not torchrun") is gone, so this runs them in two gloo processes.
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                    reason="this torch build has no gloo backend")
+@pytest.mark.parametrize("flags, variant", [(["--mode", "clustering"], categorical.ClusteringAAE),
+                                            (["--label_discriminator", "--prior", "mixture"],
+                                             aae.LabelDiscriminatorAAE)])
+def test_torchrun_trains_the_paper_models(flags, variant, idx_dir, tmp_path):
+    weights = tmp_path / "w"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "main.py", "--directory", str(idx_dir), "--latent_dim", "2", "--epochs", "1", "--batch_size", "50",
+               "--device", "cpu", "--threads", "1", "--weights", str(weights), *flags]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "trains in one process" not in run.stderr, run.stderr[-2000:]
+    assert "x 2 processes" in run.stdout and run.stdout.count("done:") == 1, run.stdout
+    trained = utils.load_models(weights)
+    assert type(trained) is variant and len(trained.history) == 1
+    assert (weights / commands.NUMBERS_NAME).is_file()
 
 
 def test_contradicting_flags_exit_2_before_any_work(idx_dir, tmp_path, capsys):
@@ -588,24 +638,25 @@ def test_mode_flags_reach_the_configs():
     args = main.build_parser().parse_args(["--mode", "clustering", "--clusters", "30", "--prior", "uniform",
                                            "--encoder", "universal", "--noise_dim", "4", "--labels", "0",
                                            "--label_discriminator", "--classification_lr", "1e-3"])
-    model_cfg, train_cfg = main.configs_from(args)
+    model_cfg, train_cfg = commands.configs_from(args)
     assert (model_cfg.mode, model_cfg.clusters, model_cfg.encoder, model_cfg.noise_dim) == ("clustering", 30, "universal", 4)
     assert model_cfg.label_discriminator is True
     assert (train_cfg.prior, train_cfg.labels, train_cfg.classification_lr) == ("uniform", 0, 1e-3)
-    default_model, default_train = main.configs_from(main.build_parser().parse_args([]))
+    default_model, default_train = commands.configs_from(main.build_parser().parse_args([]))
     assert default_model == ModelConfig() and default_train == TrainConfig()
 
 
 def test_the_plain_aae_leaves_its_outputs_to_evaluate_and_draw():
-    assert not mode_outputs.wanted(ModelConfig(), TrainConfig())
-    assert mode_outputs.wanted(ModelConfig(), TrainConfig(prior="uniform"))
-    assert mode_outputs.wanted(ModelConfig(encoder="universal"), TrainConfig())
-    assert mode_outputs.wanted(ModelConfig(mode="clustering"), TrainConfig())
+    def own_numbers(model_cfg, train_cfg):
+        return variants.build(model_cfg, train_cfg, "cpu").own_numbers()
+
+    assert not own_numbers(ModelConfig(), TrainConfig())
+    assert own_numbers(ModelConfig(), TrainConfig(prior="uniform"))
+    assert own_numbers(ModelConfig(encoder="universal"), TrainConfig())
+    assert own_numbers(ModelConfig(mode="clustering"), TrainConfig())
 
 
 def test_a_mode_checkpoint_without_its_state_gets_one_line(idx_dir, tmp_path, capsys):
-    import utils
-
     weights = tmp_path / "w"
     assert main.main(["--directory", str(idx_dir), "--latent_dim", "2", "--batch_size", "50", "--epochs", "1",
                       "--threads", "1", "--mode", "clustering", "--weights", str(weights)]) == 0
@@ -616,14 +667,15 @@ def test_a_mode_checkpoint_without_its_state_gets_one_line(idx_dir, tmp_path, ca
     for command in ("draw", "evaluate"):
         assert main.main([command, "--weights", str(weights)]) == 1
         err = capsys.readouterr().err
-        assert "cannot be loaded (missing 'discriminator_y')" in err and err.count("\n") == 1
+        # load_checkpoint now checks every network of the checkpoint's model against its configs
+        assert "the discriminator_y weights do not fit the saved configuration" in err and err.count("\n") == 1
 
 
 def test_the_configured_balance_and_confidence_weights_reach_the_category_phase(dataset, monkeypatch):
     seen = []
-    real = modes.category_generator_phase
-    monkeypatch.setattr(modes, "category_generator_phase", lambda *a, **k: seen.append(a[5:]) or real(*a, **k))
+    real = categorical.category_generator_phase
+    monkeypatch.setattr(categorical, "category_generator_phase", lambda *a, **k: seen.append(a[5:]) or real(*a, **k))
     model_cfg, train_cfg = configs("clustering", balance_weight=0.25, confidence_weight=0.5)
-    t = modes.make_trainer(model_cfg, train_cfg, "cpu", dataset.train.labels)
-    t.categorical_step(train.as_float(dataset.train.images[:50]), torch.zeros(4, dtype=torch.float64))
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
+    one_step(t, to_float(dataset.train.images[:50]), torch.arange(50))
     assert seen == [(0.25, 0.5)]
