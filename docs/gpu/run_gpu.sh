@@ -9,8 +9,8 @@ FM=.gpu_data/fashion-mnist
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 date
-echo "== part 1: CUDA tests"
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_priors.py tests/test_perf.py 2>&1 | tail -5
+echo "== part 1: CUDA tests (every model: CUDA-graph replays against eager steps)"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_priors.py tests/test_perf.py tests/test_variants.py -k "cuda or graph" 2>&1 | tail -8
 pack
 echo "== part 2: default 100 epochs, Fashion-MNIST"; date
 timeout 270 python3 main.py --dataset fashion-mnist --directory $FM --epochs 100 --weights $R/fm100 --device cuda
