@@ -41,7 +41,7 @@ from torch import nn
 import metrics
 import models
 import train
-from data import Dataset, Split, load_dataset
+from data import Dataset, Split, load_dataset, to_float
 from models import ModelConfig
 from train import Interrupted, Trainer, TrainConfig
 from utils import rss_mb
@@ -431,8 +431,8 @@ def parzen(trainer, data, n_samples=10_000, n_validation=1_000):
     model = trainer.model
     z = model.sample_prior(n_samples, generator=torch.Generator(trainer.device).manual_seed(1234))
     samples = model.decode(z).flatten(1)
-    to_float = lambda images: images.to(trainer.device).flatten(1).float() / 255  # noqa: E731
-    return metrics.parzen_estimate(samples, to_float(data.train.images[-n_validation:]), to_float(data.test.images))
+    validation = to_float(data.train.images[-n_validation:]).flatten(1).to(trainer.device)
+    return metrics.parzen_estimate(samples, validation, to_float(data.test.images).flatten(1).to(trainer.device))
 
 
 def time_to_quality(runs, data, device, log):
