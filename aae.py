@@ -1,9 +1,10 @@
-"""The Adversarial Autoencoder (Makhzani et al. 2016, §2) and its label-aware forms (§2.3, §4), as variants.
+"""The Adversarial Autoencoder (Makhzani et al. 2016, §2) as a variant, and what every variant shares.
 
 A *variant* is one model of the paper: its networks and optimisers, its step (which phases run, on
 what), its log columns, its prior, its numbers, its pictures and the flags it reads. The training
 loop (train.Trainer) and the commands call only what `Variant` declares; they never ask which model
-they hold. variants.py maps names to classes; categorical.py holds the models of §§5-7.
+they hold. variants.py maps names to classes; conditional.py holds the models that read a label
+beside the code (§2.3, §4), categorical.py those with a categorical code (§§5-7).
 
     from aae import AAE, TrainConfig
     from models import ModelConfig
@@ -13,9 +14,7 @@ they hold. variants.py maps names to classes; categorical.py holds the models of
     images = model.sample(64)                 # prior draws, decoded
 """
 
-import math
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,53 +24,11 @@ import metrics
 import plots
 import priors
 from data import to_float
-from models import ENCODERS, Decoder, Discriminator, ModelConfig, one_hot
+from config import ModelConfig, TrainConfig
+from models import ENCODERS, Decoder, Discriminator
 from phases import discriminator_phase, generator_phase, reconstruction_phase
 
 
-@dataclass
-class TrainConfig:
-    dataset: str = "mnist"
-    directory: str = "data"  # where the data was read from; `main.py draw` reads the test split there
-    epochs: int = 100
-    # The paper's batch size. The original used 16, which makes 100 epochs ~4x slower on a CPU
-    # for no gain in quality that we could measure.
-    batch_size: int = 100
-    gen_lr: float = 6e-4  # reconstruction phase: Adam on encoder + decoder (the original's value)
-    # Discriminator phase, and the encoder's generator phase; each variant's `dis_lr` when not given. The
-    # original's 8e-4 kills the plain AAE's discriminator on Fashion-MNIST (71% of its second layer's ReLUs
-    # dead by epoch 12; from epoch 57 it gave every code the same logit); at 2e-4, 37% dead at epoch 30
-    # (docs/defaults.md).
-    dis_lr: float = 2e-4
-    adam_beta1: float = 0.5  # docs/defaults.md: at 0.9 the adversarial phases swing harder
-    prior: str = "gaussian"
-    prior_std: float = 5.0  # the original's `randn * 5`
-    seed: int = 0
-    precision: str = "fp32"  # or "bf16": autocast of the forward passes
-    # Labelled training examples for the models that read labels: N, chosen balanced from the seed
-    # (N / n_classes a class), or -1 for all. Table 2 of the paper uses 100, 1000 and all.
-    labels: int = -1
-    # Adam learning rate of the cross-entropy phase on labelled batches. At gen_lr it lost to the
-    # category's generator phase (test error stuck near 80% on 2,000 mnist-sample digits, 500 labels,
-    # 2 epochs); 3e-3 gave 15% there, and 1e-2 no better.
-    classification_lr: float = 3e-3
-    # Weight of the categorical models' balance term (phases.category_generator_phase): log K minus the
-    # entropy of the batch's mean q(y|x). Without it every image went to one or two categories
-    # (clustering, mnist-sample: 80.3 % error, 2 of 16 clusters used); with 1.0, 55.4 % and all 16.
-    balance_weight: float = 1.0
-    # Weight of their confidence term (ours too): the mean entropy of q(y|x), so that each image is sure of
-    # its category; without it q(y|x) stayed near uniform. Clustering on mnist-sample (16 clusters,
-    # 10 epochs, seeds 0-2): 41.8 +- 2.6 % error at 1.0, 44.9 +- 1.7 % at 0.5; at 2.0, above the balance
-    # weight, the images gathered in 2 or 3 clusters (75.0 +- 4.7 % error). docs/defaults.md for the rest.
-    confidence_weight: float = 1.0
-    # "cosine": every Adam learning rate follows a half cosine over the run, from its value in the first
-    # epoch to near zero in the last (set once an epoch, from the epochs completed). "none": constant.
-    lr_decay: str = "none"
-
-
-# What a checkpoint written before a TrainConfig field existed trained with, where the field's default
-# differs: such a checkpoint resumes (and reports) as it was trained.
-UNSAVED_VALUES = {"confidence_weight": 0.0}
 # The discriminators' Adam rate (--dis_lr) when none is given, for every model but the plain AAE: the rate
 # the paper's other models were tuned and measured at. The plain AAE's 2e-4 let the tests' tiny clustering
 # runs collapse to one category in 3 of 4 seeds (8e-4: 2 to 7 of 12 categories used), and gave 53.1 % error
@@ -79,19 +36,6 @@ UNSAVED_VALUES = {"confidence_weight": 0.0}
 PAPER_MODELS_DIS_LR = 8e-4
 # Offsets from the seed (the loop uses seed, +1, +2): which examples are labelled; labelled batches.
 SELECT_SEED, LABEL_BATCH_SEED = 3, 4
-
-
-def train_config_from(saved):
-    """TrainConfig from a checkpoint's dict, ignoring keys this version does not know; fields it lacks take
-    UNSAVED_VALUES (what it was trained with) or their default."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{**UNSAVED_VALUES, **{k: v for k, v in saved.items() if k in names}})
-
-
-def model_config_from(saved):
-    """ModelConfig from a checkpoint's dict, ignoring keys this version does not know."""
-    names = {f.name for f in fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in saved.items() if k in names})
 
 
 def adam(params, lr, beta1, device, capturable=False):
@@ -146,24 +90,6 @@ def batched(fn, images, batch_size=1000):
     """
     floats = to_float if images.dtype == torch.uint8 else (lambda x: x)
     return torch.cat([fn(floats(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
-
-
-# What each number means, for report.md.
-MEANINGS = {
-    "test_recon_bce": "reconstruction BCE, nats per test image (supervised: decoded with the image's label)",
-    "test_error": "test classification error of argmax q(y|x) (§5, Table 2)",
-    "test_cluster_error": "test error when each cluster takes the majority label of its training images (§6, Table 3)",
-    "clusters_used": "categories that at least one test image falls into",
-    "style_knn_accuracy": "label of a test image found by 5-NN among the training images' style codes z; "
-                          "1 / classes means the style holds no class",
-    "category_effect": "mean absolute pixel change of a decoded test image when its category y is swapped for "
-                       "another, its style kept; 0 means the decoder ignores y",
-    "knn_accuracy": "label of a test image found by 5-NN among the training codes (supervised: 1 / classes "
-                    "means the code holds style only)",
-    "knn_accuracy_2d": "5-NN accuracy on the 2-D representation W y + z (§7)",
-    "mmd_to_prior": "MMD² between test codes and prior draws; 0 when they match",
-    "label_part_accuracy": "test codes that lie in their label's part of the prior (§2.3)",
-}
 
 
 class Variant:
@@ -496,181 +422,3 @@ def pick_pairs(labels, n_pairs, classes=None, generator=None):
             raise ValueError(f"class {c} does not occur in the test split")
         ends.append(idx[torch.randint(len(idx), (n_pairs,), generator=generator)])
     return ends[0], ends[1]
-
-
-class LabelDiscriminatorAAE(AAE):
-    """§2.3 (Figs. 3-4): the discriminator also sees a one-hot label, with an extra "unlabelled" slot.
-
-    A prior draw comes from its label's mixture component or swiss-roll segment (any part for an
-    unlabelled example), so the codes of each class are pushed into that class's part of the prior.
-    """
-
-    title = "the label discriminator (--label_discriminator)"
-    flags = ("encoder", "noise_dim", "labels")
-    dis_lr = PAPER_MODELS_DIS_LR
-    LABELLED_PRIORS = ("mixture", "swiss_roll")  # a component / segment per class
-
-    @classmethod
-    def check(cls, model_cfg, train_cfg):
-        super().check(model_cfg, train_cfg)
-        if model_cfg.mode != "unsupervised":
-            raise ValueError(f"--label_discriminator goes with --mode unsupervised; --mode {model_cfg.mode} uses "
-                             "labels its own way")
-        if train_cfg.prior not in cls.LABELLED_PRIORS or model_cfg.latent_dim != 2:
-            raise ValueError("--label_discriminator ties each class to a part of a 2-D prior: "
-                             "use --prior mixture or swiss_roll with --latent_dim 2")
-
-    @classmethod
-    def reads_labels_with(cls, model_cfg, train_cfg):
-        return train_cfg.labels != 0
-
-    @classmethod
-    def discriminator_inputs(cls, model_cfg):
-        return model_cfg.latent_dim + model_cfg.n_classes + 1
-
-    def tags(self, rows):
-        """The discriminator's one-hot label of each row, slot n_classes for the unlabelled: [B, n_classes + 1]."""
-        k = self.model_cfg.n_classes
-        y = self.labels[rows] if self.labels is not None else torch.full((len(rows),), -1, device=self.device)
-        return one_hot(torch.where(y >= 0, y, k), k + 1)
-
-    def draw(self, rows):
-        """Draws from the prior's part of each row's label, or any part for an unlabelled row."""
-        k, g = self.model_cfg.n_classes, self.prior_rng
-        y = (self.labels[rows] if self.labels is not None else torch.full((len(rows),), -1, device=self.device))
-        y = y.to(g.device)
-        anywhere = torch.randint(k, y.shape, generator=g, device=g.device)
-        index = torch.where(y >= 0, y, anywhere)
-        return {"z": priors.sample(self.train_cfg.prior, len(y), self.model_cfg.latent_dim, generator=g,
-                                   device=self.device, index=index, n_components=k)}
-
-    def step(self, x, rows, draws, sums):
-        enc, dis, opt, ac = self.encoder, self.discriminator, self.optimizers, self.autocast
-        tag = self.tags(rows)
-        tagged = lambda images: torch.cat([enc(images), tag], 1)  # noqa: E731
-        sums[0] += reconstruction_phase(enc, self.decoder, opt["reconstruction"], x, ac)
-        z_prior = torch.cat([draws["z"], tag], 1)
-        d_loss, d_acc = discriminator_phase(tagged, dis, opt["discriminator"], x, z_prior, ac)
-        sums[1] += d_loss
-        sums[3] += d_acc
-        sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
-
-    def own_numbers(self):
-        return True
-
-    def numbers(self, data):
-        out = super().numbers(data)
-        k = self.model_cfg.n_classes
-        index = torch.arange(10000) % k  # §2.3: is each test code in its label's part of the prior?
-        draws = priors.sample(self.train_cfg.prior, len(index), 2, generator=torch.Generator().manual_seed(0),
-                              index=index, n_components=k)
-        out["label_part_accuracy"] = metrics.knn_accuracy(draws, index, self.encode(data.test.images).cpu(),
-                                                          data.test.labels)
-        return out
-
-    def scatter_title(self):
-        return super().scatter_title() + ", label discriminator"
-
-
-class SupervisedAAE(AAE):
-    """§4 (Fig. 7): the decoder reads [one-hot label, code], so the code is left with the style.
-
-    The discriminator sees [code, one-hot label] against [prior draw, the same one-hot] (ours: the
-    paper's sees the code alone). That asks only that all codes together look like the prior; the code
-    may still say which digit it is. Given the label it asks that the codes of each digit look like the
-    prior, so the code cannot tell the digits apart. On mnist-sample (10 epochs) the label was found from
-    the code by 5-NN 33 % of the time with a 2-D code and the paper's discriminator, 22 % with this one
-    (10 % is chance); 76 % with 8-D.
-    """
-
-    title = "the supervised AAE (--mode supervised)"
-    flags = ("prior_std", "encoder", "noise_dim")
-    dis_lr = PAPER_MODELS_DIS_LR
-    likelihood_protocol = False
-    picture_names = ("mode", "samples", "reconstructions", "losses")
-    draw_flags = ()
-
-    @classmethod
-    def check(cls, model_cfg, train_cfg):
-        super().check(model_cfg, train_cfg)
-        if train_cfg.labels != -1:
-            raise ValueError("--mode supervised decodes every image with its label: drop --labels, "
-                             "or use --mode semi_supervised")
-
-    @classmethod
-    def reads_labels_with(cls, model_cfg, train_cfg):
-        return True
-
-    @classmethod
-    def decoder_inputs(cls, model_cfg):
-        return model_cfg.n_classes + model_cfg.latent_dim
-
-    @classmethod
-    def discriminator_inputs(cls, model_cfg):
-        return model_cfg.latent_dim + model_cfg.n_classes
-
-    def draw(self, rows):
-        return {"z": self.sample_style(len(rows))}
-
-    def step(self, x, rows, draws, sums):
-        enc, dec, dis, opt, ac = self.encoder, self.decoder, self.discriminator, self.optimizers, self.autocast
-        label = one_hot(self.labels[rows], self.model_cfg.n_classes)
-        tagged = lambda images: torch.cat([enc(images), label], 1)  # noqa: E731
-        sums[0] += reconstruction_phase(lambda images: torch.cat([label, enc(images)], 1), dec,
-                                        opt["reconstruction"], x, ac)
-        z_prior = torch.cat([draws["z"], label], 1)
-        d_loss, d_acc = discriminator_phase(tagged, dis, opt["discriminator"], x, z_prior, ac)
-        sums[1] += d_loss
-        sums[3] += d_acc
-        sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
-
-    def sample_prior(self, n, generator=None):
-        """[one-hot of class i mod n_classes, style draw]: a grid n_classes wide shows one class a column."""
-        z = self.sample_style(n, generator)
-        k = self.model_cfg.n_classes
-        return torch.cat([one_hot(torch.arange(n, device=self.device) % k, k), z], dim=1)
-
-    def code_for_decoder(self, x, labels=None):
-        return torch.cat([one_hot(labels.to(x.device), self.model_cfg.n_classes), self.encoder(x)], 1)
-
-    def reconstruct(self, images, labels=None):
-        """Each image decoded from its code and its label (labels: [N], required)."""
-        if labels is None:
-            raise ValueError("the supervised AAE decodes each image with its label: pass labels")
-        codes = self.encode(images)
-        return self.decode(torch.cat([one_hot(labels.to(self.device), self.model_cfg.n_classes), codes], 1))
-
-    def epoch_numbers(self, test):
-        return {"test_recon_bce": self.test_reconstruction(test.images, test.labels.to(self.device))}
-
-    def numbers(self, data):
-        train, test = data.train, data.test
-        out = {"test_recon_bce": self.test_reconstruction(test.images, test.labels.to(self.device))}
-        # near chance (1 / n_classes) means the code keeps style, not class (§4)
-        out["knn_accuracy"] = metrics.knn_accuracy(self.encode(train.images), train.labels,
-                                                   self.encode(test.images), test.labels)
-        return out
-
-    def draw_samples(self, path, seed=0):
-        return plots.save_grid(self.sample(10 * self.model_cfg.n_classes, seed=seed), path,
-                               nrow=self.model_cfg.n_classes)
-
-    def own_pictures(self, data, folder):
-        """Fig. 7: row i is test image i's style decoded with every class."""
-        sources, _ = style_sources(data.test, self.model_cfg.n_classes)
-        return [style_picture(self, sources, self.encode(sources), folder / "supervised_styles.png")]
-
-
-def style_sources(test, n_classes):
-    """The first test image of each class present, as floats: [R, C, H, W]."""
-    first = torch.stack([(test.labels == c).nonzero().flatten()[0] for c in range(n_classes)
-                         if (test.labels == c).any()])
-    return to_float(test.images[first]), first
-
-
-def style_picture(model, sources, styles, path):
-    """Fig. 7's grid: each source's style `styles` [R, latent] decoded with every class, beside the source."""
-    k = model.model_cfg.n_classes
-    y = torch.eye(k, device=model.device).repeat(len(styles), 1)  # [R * k, k]: every class for each style
-    decoded = model.decode(torch.cat([y, styles.to(model.device).repeat_interleave(k, 0)], 1))
-    return plots.style_grid(sources, decoded.cpu().view(len(styles), k, *sources.shape[1:]), path)

@@ -22,7 +22,8 @@ import torch
 import metrics
 import plots
 import priors
-from aae import Variant, batched, evaluating, style_picture, style_sources
+from aae import Variant, batched, evaluating
+from conditional import style_picture, style_sources
 from data import to_float
 from models import CategoricalEncoder, Decoder, Discriminator, HeadsDecoder, build_plain, one_hot
 from phases import (category_generator_phase, classification_phase, cluster_head_phase, discriminator_phase,

@@ -28,9 +28,8 @@ import evaluate as evaluation
 import plots
 import utils
 import variants
-from aae import UNSAVED_VALUES, TrainConfig, model_config_from
+from config import UNSAVED_VALUES, ModelConfig, TrainConfig, model_config_from
 from data import load_dataset
-from models import ModelConfig
 from train import Interrupted, NonFiniteLoss, Trainer
 
 EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
@@ -180,13 +179,12 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
             left = t.history[0]["seconds"] * (train_cfg.epochs - 1)
             say(f"about {_duration(left)} to go at this speed; checkpoint, log.csv and pictures in {weights}/")
 
-    evaluate_epoch = None
-    if args.eval_every:
-        def evaluate_epoch(t):
-            if t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs:
-                if model.likelihood_protocol:
-                    return evaluation.evaluate_trainer(t, data)
-                return {k: v for k, v in model.numbers(data).items() if k != "test_recon_bce"}
+    def evaluate_epoch(t):  # --eval_every: the model's test figures in this epoch's row of the log
+        if args.eval_every and (t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs):
+            if model.likelihood_protocol:
+                return evaluation.evaluate_trainer(t, data)
+            return {k: v for k, v in model.numbers(data).items() if k != "test_recon_bce"}
+        return None
 
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}

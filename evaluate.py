@@ -28,7 +28,6 @@ import metrics
 import plots
 import priors
 import utils
-from aae import MEANINGS
 from data import to_float
 
 
@@ -164,6 +163,24 @@ def summary(results):
         f"prior match            MMD² {r['mmd']:.4f}; mean |code mean - prior mean| {r['code_mean_error']:.3f}, "
         f"|code std - prior std| {r['code_std_error']:.3f}",
     ])
+
+
+# What each number means, for report.md.
+MEANINGS = {
+    "test_recon_bce": "reconstruction BCE, nats per test image (supervised: decoded with the image's label)",
+    "test_error": "test classification error of argmax q(y|x) (§5, Table 2)",
+    "test_cluster_error": "test error when each cluster takes the majority label of its training images (§6, Table 3)",
+    "clusters_used": "categories that at least one test image falls into",
+    "style_knn_accuracy": "label of a test image found by 5-NN among the training images' style codes z; "
+                          "1 / classes means the style holds no class",
+    "category_effect": "mean absolute pixel change of a decoded test image when its category y is swapped for "
+                       "another, its style kept; 0 means the decoder ignores y",
+    "knn_accuracy": "label of a test image found by 5-NN among the training codes (supervised: 1 / classes "
+                    "means the code holds style only)",
+    "knn_accuracy_2d": "5-NN accuracy on the 2-D representation W y + z (§7)",
+    "mmd_to_prior": "MMD² between test codes and prior draws; 0 when they match",
+    "label_part_accuracy": "test codes that lie in their label's part of the prior (§2.3)",
+}
 
 
 # What each picture shows, for report.md: file name -> (section title, caption).

@@ -19,7 +19,7 @@ import signal
 import sys
 
 import commands
-from commands import EXIT_DIVERGED, EXIT_FILES, EXIT_USAGE, UsageError  # noqa: F401 (the exit codes)
+from commands import EXIT_FILES, EXIT_USAGE, UsageError
 from data import DATASETS, DataError
 from models import ENCODERS
 from priors import PRIORS

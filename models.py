@@ -15,35 +15,11 @@ Which networks a model of the paper uses, and how it wires them, is its variant'
 """
 
 import functools
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass
-class ModelConfig:
-    # Defaults are the original model-zoo AAE's: 784-1000-1000-8 MLPs with these dropout rates.
-    image_shape: tuple = (1, 28, 28)
-    latent_dim: int = 8
-    hidden_dim: int = 1000
-    dropout: float = 0.25  # encoder and decoder
-    dis_hidden_dim: int = 1000
-    dis_dropout: float = 0.2
-    # q(z|x), paper §2.1: "deterministic", "gaussian" (mean and log-variance, reparameterised) or
-    # "universal" (noise is an extra input of the encoder).
-    encoder: str = "deterministic"
-    noise_dim: int = 8  # universal encoder: size of its N(0, I) noise input (the paper leaves it open)
-    # Which model of the paper, with label_discriminator: a name of variants.VARIANTS (variants.name_of).
-    mode: str = "unsupervised"
-    n_classes: int = 10  # labels in the data (digits)
-    label_discriminator: bool = False  # §2.3: the discriminator also sees a one-hot label + "unlabelled" slot
-    clusters: int = 16  # clustering / dim_reduction: size of the categorical code y (§6, Table 3: 16)
-
-    @property
-    def image_size(self) -> int:
-        channels, height, width = self.image_shape
-        return channels * height * width
+from config import ModelConfig
 
 
 class Dropout(nn.Dropout):

@@ -26,9 +26,9 @@ import torch
 
 import variants
 from utils import FORMAT_VERSION
-from aae import LABEL_BATCH_SEED, TrainConfig, UNSAVED_VALUES, train_config_from  # noqa: F401 (re-exported)
+from aae import LABEL_BATCH_SEED
+from config import UNSAVED_VALUES, ModelConfig, TrainConfig  # noqa: F401 (train.UNSAVED_VALUES for its readers)
 from data import to_float
-from models import ModelConfig
 
 RANK_SEED_STRIDE = 10_000  # rank r seeds its dropout and prior draws with seed + r * this: far from seed + 1, + 2
 # The side columns of checkpoints written before the variants, kept apart in their "mode_state".

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import variants
-from aae import model_config_from, train_config_from
+from config import model_config_from, train_config_from
 
 FORMAT_VERSION = 1  # of the checkpoints train.Trainer.state_dict() writes
 

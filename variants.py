@@ -5,18 +5,18 @@
     variants.check_flags(model_cfg, train_cfg, typed={"clusters", "labels"})   # ValueError: one line
 
 A name is what --mode takes; --label_discriminator picks its own (name_of). Adding a model of the
-paper is one class (aae.py, categorical.py) and one line in VARIANTS.
+paper is one class (aae.py, conditional.py, categorical.py) and one line in VARIANTS.
 """
 
 import aae
 import categorical
-from aae import TrainConfig
-from models import ModelConfig
+import conditional
+from config import ModelConfig, TrainConfig
 
 VARIANTS = {
     "unsupervised": aae.AAE,
-    "label_discriminator": aae.LabelDiscriminatorAAE,
-    "supervised": aae.SupervisedAAE,
+    "label_discriminator": conditional.LabelDiscriminatorAAE,
+    "supervised": conditional.SupervisedAAE,
     "semi_supervised": categorical.SemiSupervisedAAE,
     "clustering": categorical.ClusteringAAE,
     "dim_reduction": categorical.DimReductionAAE,

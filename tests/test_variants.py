@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,7 +102,7 @@ def test_every_checkpoint_loads_as_one_kind_of_model(case, dataset):
 # -- one loop, no questions about the model -------------------------------------------------------
 
 ASKS_WHICH_MODEL = re.compile(r"(mode|label_discriminator)\b *(==|!=|in )|if .*label_discriminator")
-VARIANT_FILES = {"aae.py", "categorical.py", "variants.py"}
+VARIANT_FILES = {"aae.py", "conditional.py", "categorical.py", "variants.py"}
 
 
 def project_files():
@@ -216,7 +215,7 @@ def test_the_command_line_keeps_the_last_good_epochs_checkpoint_after_a_side_los
 # -- one-way imports ------------------------------------------------------------------------------
 
 # Each project module imports only modules before it; none imports inside a function but these libraries.
-IMPORT_ORDER = ["data", "priors", "models", "phases", "metrics", "plots", "aae", "categorical", "variants", "utils",
+IMPORT_ORDER = ["config", "data", "priors", "models", "phases", "metrics", "plots", "aae", "conditional", "categorical", "variants", "utils",
                 "train", "evaluate", "commands", "bench", "main"]
 LAZY_ALLOWED = {"matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "torchvision", "torchvision.utils",
                 "torchvision.datasets", "torchvision.transforms", "PIL", "faulthandler", "torch.profiler", "io",
