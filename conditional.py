@@ -153,6 +153,9 @@ class SupervisedAAE(AAE):
         k = self.model_cfg.n_classes
         return torch.cat([one_hot(torch.arange(n, device=self.device) % k, k), z], dim=1)
 
+    def own_numbers(self):
+        return True
+
     def code_for_decoder(self, x, labels=None):
         return torch.cat([one_hot(labels.to(x.device), self.model_cfg.n_classes), self.encoder(x)], 1)
 

@@ -236,7 +236,7 @@ def test_load_models_reads_supervised_and_categorical_checkpoints(dataset, tmp_p
     trained = utils.load_models(tmp_path / "supervised")  # its decoder and discriminator also read the label
     assert trained.decoder.net[0].in_features == trained.discriminator.net[0].in_features == 2 + 10
     clustering = utils.load_models(tmp_path / "clustering")
-    assert type(clustering) is categorical.ClusteringAAE and not clustering.encoder.training
+    assert type(clustering) is variants.VARIANTS["clustering"] and not clustering.encoder.training
     trainers["clustering"].model.eval()
     assert torch.equal(clustering.predict_category(dataset.test.images),
                        trainers["clustering"].model.predict_category(dataset.test.images))
@@ -599,9 +599,8 @@ def test_eval_every_logs_a_models_numbers_and_leaves_training_unchanged(idx_dir,
 # python main.py, not torchrun") is gone, so this runs them in two gloo processes.
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                     reason="this torch build has no gloo backend")
-@pytest.mark.parametrize("flags, variant", [(["--mode", "clustering"], categorical.ClusteringAAE),
-                                            (["--label_discriminator", "--prior", "mixture"],
-                                             aae.LabelDiscriminatorAAE)])
+@pytest.mark.parametrize("flags, variant", [(["--mode", "clustering"], "clustering"),
+                                            (["--label_discriminator", "--prior", "mixture"], "label_discriminator")])
 def test_torchrun_trains_the_paper_models(flags, variant, idx_dir, tmp_path):
     weights = tmp_path / "w"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -611,7 +610,7 @@ def test_torchrun_trains_the_paper_models(flags, variant, idx_dir, tmp_path):
     assert run.returncode == 0 and "trains in one process" not in run.stderr, run.stderr[-2000:]
     assert "x 2 processes" in run.stdout and run.stdout.count("done:") == 1, run.stdout
     trained = utils.load_models(weights)
-    assert type(trained) is variant and len(trained.history) == 1
+    assert type(trained) is variants.VARIANTS[variant] and len(trained.history) == 1
     assert (weights / commands.NUMBERS_NAME).is_file()
 
 
