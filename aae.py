@@ -399,7 +399,8 @@ class AAE(Variant):
     def draw_interpolation(self, test, path, n_pairs=8, steps=10, classes=None, seed=0):
         """The original's strips: each row a linear walk in code space between two test images, framed by them."""
         images = test.images  # the data sets' uint8 [N, H, W], or floats in [0, 1]
-        images = to_float(images) if images.dtype == torch.uint8 else images.reshape(len(images), *self.model_cfg.image_shape)
+        shape = self.model_cfg.image_shape
+        images = to_float(images) if images.dtype == torch.uint8 else images.reshape(len(images), *shape)
         a, b = pick_pairs(test.labels, n_pairs, classes, torch.Generator().manual_seed(seed))
         za, zb = self.encode(images[a]), self.encode(images[b])  # [P, latent]
         t = torch.linspace(0, 1, steps, device=za.device).view(1, steps, 1)

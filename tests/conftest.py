@@ -1,7 +1,9 @@
 """Shared fixtures: tiny synthetic data in the real IDX format, tiny models through the real configs."""
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
+import train  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from train import TrainConfig  # noqa: E402
 
@@ -40,3 +43,29 @@ def tiny_train():
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(1)  # bit-identical runs and no oversubscription on 2 cores
+
+
+class _ReplayingGraph:
+    """Stands in for a CUDA graph on the CPU: a replay reruns the captured function into its output."""
+
+    def __init__(self, fn):  # fn: a GraphedStep's _step, which returns one sum per column of its model's step
+        self.fn, self.out = fn, torch.zeros(len(fn.__self__.model.columns), dtype=torch.float64)
+
+    def replay(self):
+        self.out.copy_(self.fn())
+
+
+@pytest.fixture
+def cpu_graphs(monkeypatch):
+    """train.GraphedStep's plumbing (warm-up, static inputs, the models' draws, loss sums) runnable on the CPU."""
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: SimpleNamespace(wait_stream=lambda other: None))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: SimpleNamespace(wait_stream=lambda other: None))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: nullcontext())
+    captured = []
+
+    def capture(fn):
+        captured.append(_ReplayingGraph(fn))
+        return captured[-1], captured[-1].out
+
+    monkeypatch.setattr(train, "capture", capture)
+    return captured
