@@ -23,8 +23,8 @@ import torch.nn.functional as F
 import metrics
 import plots
 import priors
-from data import to_float
 from config import ModelConfig, TrainConfig
+from data import to_float
 from models import ENCODERS, Decoder, Discriminator
 from phases import discriminator_phase, generator_phase, reconstruction_phase
 
@@ -95,9 +95,10 @@ def batched(fn, images, batch_size=1000):
 class Variant:
     """What every model of the paper shares, and what the loop and the commands may ask of a model.
 
-    A subclass sets the class attributes and builds its networks and optimisers in __init__; it
-    overrides draw() and step(), and whatever else differs. labels: the training split's labels,
-    for a model that reads some (select_labels picks the allowed ones); None to use trained weights.
+    A subclass sets the class attributes, returns its networks from networks() and makes its
+    optimisers in __init__; it overrides draw() and step(), and whatever else differs. labels: the
+    training split's labels, for a model that reads some (select_labels picks the allowed ones);
+    None to use trained weights.
     """
 
     title = "a model"  # for messages: "{title} does not read --X"
@@ -242,7 +243,7 @@ class Variant:
         return self.decode(self.sample_prior(n, generator=torch.Generator().manual_seed(seed)))
 
     def reconstruct(self, images, labels=None):
-        """decoder(encoder(x)) of images (uint8 or floats in [0, 1]) in eval mode; labels where the decoder reads them."""
+        """decoder(encoder(x)) of images (uint8 or floats in [0, 1]) in eval mode; labels: where the decoder reads them."""
         return self.decode(self.encode(images, labels))
 
     # -- numbers -------------------------------------------------------------------------------------

@@ -80,7 +80,8 @@ class CategoricalAAE(Variant):
         # The weights are drawn after a plain AAE's of the same sizes, which are thrown away: so they were
         # drawn when these models were added, and seeded runs keep their numbers (tests/test_variants.py).
         build_plain(m)
-        return {"encoder": CategoricalEncoder(m, k, hard=cls.hard_category), "decoder": cls.build_decoder(m, train_cfg, k),
+        return {"encoder": CategoricalEncoder(m, k, hard=cls.hard_category),
+                "decoder": cls.build_decoder(m, train_cfg, k),
                 "discriminator": Discriminator(m, m.latent_dim + k),  # reads [z, y]
                 "discriminator_y": Discriminator(m, k)}
 

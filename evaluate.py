@@ -233,7 +233,8 @@ def _present(value):
 def _markdown(meta, results, numbers, paper, pictures, captions):
     m = meta
     lines = [f"# Evaluation of `{m['checkpoint']}`" if m["checkpoint"] else "# Evaluation", "",
-             f"{m['model'][0].upper()}{m['model'][1:]}, {m['dataset']}, {m['epochs']} epoch{'s' if m['epochs'] != 1 else ''} of training, "
+             f"{m['model'][0].upper()}{m['model'][1:]}, {m['dataset']}, "
+             f"{m['epochs']} epoch{'s' if m['epochs'] != 1 else ''} of training, "
              f"{m['prior']} prior, {m['latent_dim']}-D code, {m['labelled_examples']:,} labelled training examples. "
              "All figures on the test split; the protocols are spelled out in docs/metrics.md. Written by "
              "`python main.py evaluate`."]

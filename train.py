@@ -113,7 +113,8 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
         self.model.prior_rng = torch.Generator(device=self.device).manual_seed(
             train_cfg.seed + 2 + RANK_SEED_STRIDE * rank)
-        self.model.label_rng = torch.Generator().manual_seed(train_cfg.seed + LABEL_BATCH_SEED + RANK_SEED_STRIDE * rank)
+        self.model.label_rng = torch.Generator().manual_seed(
+            train_cfg.seed + LABEL_BATCH_SEED + RANK_SEED_STRIDE * rank)
         if world_size > 1:
             for optimizer in self.model.optimizers.values():
                 optimizer.register_step_pre_hook(average_gradients)

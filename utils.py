@@ -154,7 +154,8 @@ def load_checkpoint(path, map_location="cpu"):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Weights only load failed" in first:  # torch's long advice, with terminal escapes, is not for this file
             first = "it holds something other than tensors and plain values, which weights_only loading refuses"
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:120]}); it may be truncated or another kind of file") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:120]}); it may be truncated or another "
+                              "kind of file") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is a torch file but not an AAE checkpoint written by this program")
     if ckpt["format_version"] != FORMAT_VERSION:
