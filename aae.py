@@ -243,7 +243,8 @@ class Variant:
         return self.decode(self.sample_prior(n, generator=torch.Generator().manual_seed(seed)))
 
     def reconstruct(self, images, labels=None):
-        """decoder(encoder(x)) of images (uint8 or floats in [0, 1]) in eval mode; labels: where the decoder reads them."""
+        """decoder(encoder(x)) of images (uint8 or floats in [0, 1]), in eval mode; labels where the decoder
+        reads them."""
         return self.decode(self.encode(images, labels))
 
     # -- numbers -------------------------------------------------------------------------------------
