@@ -84,6 +84,12 @@ def no_w(folder):
     shutil.rmtree(folder / "w")
 
 
+def supervised_checkpoint(folder):
+    """sup/aae.pt: a 1-epoch checkpoint of the supervised AAE, a model that draws no interpolation."""
+    (folder / "sup").mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "checkpoints" / "supervised.pt", folder / "sup" / "aae.pt")
+
+
 def cuda_checkpoint(folder):
     shutil.copy(ROOT / "tests" / "data" / "cuda_checkpoint.pt", folder / "w" / "aae.pt")
     data.write_synthetic_idx(folder / "idx2000", n_train=2000, n_test=100)
@@ -136,6 +142,22 @@ CASES = [
     ("flag", "--lr_decay unknown", ["--lr_decay", "step"], None),
     ("flag", "--balance_weight negative", ["--balance_weight", "-1"], None),
     ("flag", "--confidence_weight not a number", ["--confidence_weight", "high"], None),
+    ("flag", "--no-download (removed: --download False says it)", ["--no-download"], None),
+    ("flag", "--prior_std with a prior other than gaussian", ["--weights", "new", *FRESH, "--prior", "uniform",
+                                                              "--prior_std", "2"], None),
+    ("flag", "--labels on the plain AAE", ["--weights", "new", *FRESH, "--labels", "100"], None),
+    ("flag", "--clusters with --mode semi_supervised", ["--weights", "new", *FRESH, "--mode", "semi_supervised",
+                                                        "--labels", "100", "--clusters", "8"], None),
+    ("flag", "--balance_weight on the plain AAE", ["--weights", "new", *FRESH, "--balance_weight", "0"], None),
+    ("flag", "--confidence_weight with --mode supervised", ["--weights", "new", *FRESH, "--mode", "supervised",
+                                                            "--confidence_weight", "0"], None),
+    ("flag", "--noise_dim without --encoder universal", ["--weights", "new", *FRESH, "--noise_dim", "4"], None),
+    ("flag", "--prior mixture with the 8-D default code", ["--weights", "new", "--directory", "idx", "--epochs", "1",
+                                                           "--prior", "mixture"], None),
+    ("flag", "draw --pairs on a model without interpolation (supervised)",
+     ["draw", "samples", "--weights", "sup", "--pairs", "2"], supervised_checkpoint),
+    ("flag", "draw --classes on a model without interpolation (supervised)",
+     ["draw", "--weights", "sup", "--classes", "3", "8"], supervised_checkpoint),
     ("resume", "--resume with another --latent_dim", [*RESUME, "--latent_dim", "4"], None),
     ("resume", "--resume with another --dataset", [*RESUME, "--dataset", "fashion-mnist"], None),
     ("resume", "--resume with another --batch_size and --prior_std", [*RESUME, "--batch_size", "10", "--prior_std", "2"],
@@ -218,6 +240,8 @@ CASES = [
      regular_file("file")),
     ("output path", "evaluate --out under a regular file", ["evaluate", "--weights", "w", "--out", "file/report"],
      regular_file("file")),
+    ("output path", "a second run into a --weights folder that a live run holds", ["--weights", "busy", *FRESH],
+     "held"),
     ("output path", "a full disk (a 1.5 MB tmpfs; the atomic save's temp copy does not fit)",
      ["--weights", "disk/w", "--resume", "--epochs", "2"], "tmpfs"),
     ("run", "a learning rate so high the loss overflows", ["--weights", "new", *FRESH, "--gen_lr", "1e30"], None),
@@ -249,20 +273,35 @@ def prepare(base):
     utils.save_checkpoint(t.state_dict(), base / "w" / "aae.pt")
 
 
+def hold(folder):
+    """A process holding `folder`'s run lock, as a live training run does; it ends when killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import utils; "
+                               f"lock = utils.RunLock({str(folder)!r}).acquire(); print('held'); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, env=env())
+    if holder.stdout.readline().strip() != "held":
+        holder.kill()
+        raise RuntimeError(f"could not hold {folder}")
+    return holder
+
+
 def case_folder(base, i, setup):
+    """The case's folder, the tmpfs mounted in it (or None), and the process holding its busy/ (or None)."""
     folder = base / f"case{i:03d}"
     shutil.copytree(base / "idx", folder / "idx")
     shutil.copytree(base / "w", folder / "w")
     mounted = None
+    if setup == "held":
+        return folder, None, hold(folder / "busy")
     if setup == "tmpfs":
         (folder / "disk").mkdir()
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(folder / "disk")]).returncode:
-            return folder, None
+            return folder, None, None
         shutil.copytree(base / "w", folder / "disk" / "w")
         mounted = folder / "disk"
     elif setup is not None:
         setup(folder)
-    return folder, mounted
+    return folder, mounted, None
 
 
 def env():
@@ -280,7 +319,7 @@ def kept(before, after):
 
 def run_case(base, i, case):
     kind, what, argv, setup = case
-    folder, mounted = case_folder(base, i, setup)
+    folder, mounted, holder = case_folder(base, i, setup)
     if setup == "tmpfs" and mounted is None:
         return kind, what, argv, None, "(not run: cannot mount a tmpfs here)", "-"
     checkpoint = (mounted or folder) / "w" / "aae.pt"
@@ -292,20 +331,23 @@ def run_case(base, i, case):
     finally:
         if mounted:
             subprocess.run(["umount", str(mounted)])
+        if holder is not None:
+            holder.kill()
+            holder.wait()
     lines = p.stderr.strip().splitlines() or p.stdout.strip().splitlines()[-1:]
     return kind, what, argv, p.returncode, lines[-1] if lines else "", kept(before, after)
 
 
 def run_signal_case(base, i, case):
     what, argv, signals = case
-    folder, _ = case_folder(base, i, None)
+    folder, _, _ = case_folder(base, i, None)
     before = fingerprint(folder / "w" / "aae.pt") if "w" in argv else None
     prelude = SLOW_DISK + "\n" if len(signals) > 1 else ""
     code = prelude + f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     p = subprocess.Popen([sys.executable, "-c", code, str(ROOT / "main.py"), *argv], cwd=folder, env=env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stdout:
-        if "training on" in line:
+        if line.startswith("training "):  # "training <the model> on <data set> ...": the run has started
             break
     p.send_signal(signals[0])
     if len(signals) > 1:  # wait until the checkpoint's temp file exists, then signal again
@@ -332,7 +374,7 @@ def main():
     lines = [
         "# Bad inputs tried, and what each gets",
         "",
-        f"Every row is real output: `python tests/bad_inputs.py` ran `python main.py` once per row, in a fresh",
+        "Every row is real output: `python tests/bad_inputs.py` ran `python main.py` once per row, in a fresh",
         "folder holding `idx/` (the four IDX files of 200 + 100 synthetic digits) and `w/` (the checkpoint of",
         "one epoch of a tiny model trained on `idx/`), spoiled as the row says, and pasted the exit code and the",
         "last line of stderr here. Exit codes: 2 a bad flag, 1 a data or weights file or folder that cannot be",

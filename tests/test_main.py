@@ -115,6 +115,18 @@ def test_bad_flags_are_refused_in_one_line_with_exit_2(argv, message, capsys, tm
     assert not (tmp_path / "w").exists()  # refused before any work
 
 
+def test_help_lists_the_commands_and_train_help_the_flags(capsys):
+    assert main.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"    {command}  " in out for command in main.COMMANDS), out
+    assert "--epochs EPOCHS" not in out and "--batch_size" not in out  # the flags are in train's own help
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith("usage: main.py train")
+    assert "--epochs EPOCHS" in out and "(default: 100)" in out and "--download [BOOL]" in out
+
+
 def test_missing_data_is_one_line_exit_1(tmp_path, capsys):
     code = main.main(["--directory", str(tmp_path), "--weights", str(tmp_path / "w"), "--epochs", "1"])
     err = capsys.readouterr().err
@@ -248,3 +260,123 @@ def test_draw_and_evaluate_take_threads(command, tmp_path, monkeypatch, capsys):
     code = main.main([command, "--threads", "1", "--weights", str(tmp_path / "none")])
     assert asked == [1] and code == 1  # set before the missing checkpoint is reported
     assert str(tmp_path / "none") in capsys.readouterr().err
+
+
+# -- refusals of flags the chosen model does not read (each: one line, exit 2, before any folder or data) ---
+
+
+@pytest.fixture
+def no_data_read(monkeypatch):
+    """Reading the data set, or building a model to train, fails the test: a refusal comes before both."""
+    import data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data was read before the refusal")
+
+    def never_trains(*args, **kwargs):
+        raise AssertionError("a model was built before the refusal")
+
+    monkeypatch.setattr(commands, "load_dataset", refuse)
+    monkeypatch.setattr(data, "load_dataset", refuse)
+    monkeypatch.setattr(train.Trainer, "__init__", never_trains)
+
+
+PLAIN = "the plain AAE (--mode unsupervised)"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--prior", "uniform", "--prior_std", "2"], f"error: {PLAIN} does not read --prior_std: drop it ("),
+        (["--labels", "100"], f"error: {PLAIN} does not read --labels: drop it ("),
+        (["--mode", "semi_supervised", "--labels", "100", "--clusters", "8"],
+         "error: the semi-supervised AAE (--mode semi_supervised) does not read --clusters: drop it ("),
+        (["--balance_weight", "0"], f"error: {PLAIN} does not read --balance_weight: drop it ("),
+        (["--confidence_weight", "0.5"], f"error: {PLAIN} does not read --confidence_weight: drop it ("),
+        (["--mode", "supervised", "--confidence_weight", "0"],
+         "error: the supervised AAE (--mode supervised) does not read --confidence_weight: drop it ("),
+        (["--label_discriminator", "--prior", "mixture", "--latent_dim", "2", "--balance_weight", "0.5"],
+         "error: the label discriminator (--label_discriminator) does not read --balance_weight: drop it ("),
+        (["--noise_dim", "4"], f"error: {PLAIN} does not read --noise_dim: drop it ("),
+        (["--encoder", "gaussian", "--noise_dim", "4"], f"error: {PLAIN} does not read --noise_dim: drop it ("),
+        (["--prior", "mixture"], "error: --prior mixture is 2-D: add --latent_dim 2, "),  # the 8-D default code
+        (["--prior", "swiss_roll"], "error: --prior swiss_roll is 2-D: add --latent_dim 2, "),
+    ],
+)
+def test_flags_the_model_does_not_read_are_refused_before_any_folder_or_data(argv, message, idx_dir, tmp_path,
+                                                                            capsys, no_data_read):
+    code = main.main(argv + ["--directory", str(idx_dir), "--weights", str(tmp_path / "w"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "w").exists()  # refused before the folder was made
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--noise_dim", "4", "--encoder", "universal"], None),  # read with --encoder universal
+        (["--prior_std", "2"], None),  # read with --prior gaussian (the default)
+        (["--prior", "mixture", "--latent_dim", "2"], None),
+        (["--mode", "clustering", "--clusters", "4", "--balance_weight", "0.5", "--confidence_weight", "0.5"], None),
+        (["--mode", "semi_supervised", "--labels", "100"], None),
+    ],
+)
+def test_flags_the_model_reads_pass_those_checks(argv, message, idx_dir, tmp_path, capsys, no_data_read):
+    # the same kind of command lines, with flags the model reads, get past every flag check to the data
+    with pytest.raises(AssertionError, match="the data was read"):
+        main.main(argv + ["--directory", str(idx_dir), "--weights", str(tmp_path / "w"), "--epochs", "1"])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def supervised_checkpoint(tmp_path):
+    """A 1-epoch checkpoint of the supervised AAE, which draws no interpolation."""
+    import shutil
+
+    (tmp_path / "w").mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "checkpoints" / "supervised.pt", tmp_path / "w" / "aae.pt")
+    return tmp_path / "w"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["samples", "--pairs", "2"], "error: --pairs is for the interpolation picture, which the supervised AAE "
+                                      "(--mode supervised) does not draw: drop it"),
+        (["samples", "--steps", "4"], "error: --steps is for the interpolation picture, which the supervised AAE "
+                                      "(--mode supervised) does not draw: drop it"),
+        (["--classes", "3", "8"], "error: --classes is for the interpolation picture, which the supervised AAE "
+                                  "(--mode supervised) does not draw: drop it"),
+        (["interpolation"], "error: the supervised AAE (--mode supervised) has no 'interpolation' picture; "
+                            "choose from all, "),
+    ],
+)
+def test_draw_refuses_interpolation_flags_on_a_model_without_interpolation(argv, message, supervised_checkpoint,
+                                                                            tmp_path, capsys, no_data_read):
+    code = main.main(["draw", *argv, "--weights", str(supervised_checkpoint), "--out", str(tmp_path / "pics")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "pics").exists()
+    assert sorted(p.name for p in supervised_checkpoint.iterdir()) == ["aae.pt"]  # nothing drawn beside it
+
+
+def test_a_second_run_into_a_folder_a_live_run_holds_is_refused(idx_dir, tmp_path, capsys, no_data_read):
+    weights = tmp_path / "w"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    holder = subprocess.Popen(  # a live run's hold on the folder, as train holds --weights while it trains
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import utils; "
+                               f"lock = utils.RunLock({str(weights)!r}).acquire(); print('held'); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main.main(["--directory", str(idx_dir), "--weights", str(weights), "--latent_dim", "2",
+                          "--epochs", "1"])
+        err = capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {weights} is being trained into by process {holder.pid} ")
+    assert "train into another --weights folder" in err
+    assert sorted(p.name for p in weights.iterdir()) == [utils.LOCK_NAME]  # no checkpoint, log or picture

@@ -1,7 +1,5 @@
 """The speed-ups keep the training step's meaning: dropout as nn.Dropout's, shared codes, CUDA-graph steps as eager ones."""
 
-from contextlib import nullcontext
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -97,32 +95,6 @@ def test_linear_is_nn_linear_under_autocast_when_narrow_and_when_switched_off():
     assert not code_layer.uses_onednn(x) and torch.equal(code_layer(x), code_reference(x))
     models.use_onednn(layer, False)
     assert not layer.uses_onednn(x) and torch.equal(layer(x), reference(x))
-
-
-class _ReplayingGraph:
-    """Stands in for a CUDA graph on the CPU: a replay reruns the captured function into its output."""
-
-    def __init__(self, fn):
-        self.fn, self.out = fn, torch.zeros(4, dtype=torch.float64)
-
-    def replay(self):
-        self.out.copy_(self.fn())
-
-
-@pytest.fixture
-def cpu_graphs(monkeypatch):
-    """GraphedStep's plumbing (warm-up, static inputs, prior stream, loss sums) runnable on the CPU."""
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device: SimpleNamespace(wait_stream=lambda other: None))
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: SimpleNamespace(wait_stream=lambda other: None))
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: nullcontext())
-    captured = []
-
-    def capture(fn):
-        captured.append(_ReplayingGraph(fn))
-        return captured[-1], captured[-1].out
-
-    monkeypatch.setattr(train, "capture", capture)
-    return captured
 
 
 def fit(model_cfg, cfg, dataset, graphs):

@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils import LOCK_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "main.py"
+# The line main.py prints right before the first step: "training <the model> on <data set> ..."
+TRAINING_STARTS = "training the plain AAE (--mode unsupervised) on "
 
 
 class Child:
@@ -107,7 +111,7 @@ def test_sigterm_and_sigint_mid_epoch_then_resume_equal_an_uninterrupted_run(idx
     run(*common, "--weights", straight)
 
     child = Child(*common, "--weights", cut)
-    child.wait_for("training on")
+    child.wait_for(TRAINING_STARTS)
     child.signal(signal.SIGTERM)
     code, out, err = child.finish()
     assert code == 143, err
@@ -119,7 +123,7 @@ def test_sigterm_and_sigint_mid_epoch_then_resume_equal_an_uninterrupted_run(idx
 
     # resume from the file itself, and Ctrl-C this run in turn
     child = Child(*common, "--weights", cut, "--resume", cut / "aae.pt")
-    child.wait_for("training on")
+    child.wait_for(TRAINING_STARTS)
     child.signal(signal.SIGINT)
     code, out, err = child.finish()
     assert code == 130, err
@@ -161,7 +165,7 @@ def second_signal_during_save(idx_dir, one_epoch, tmp_path, signum):
     before = (weights / "aae.pt").read_bytes()
 
     child = Child(*common, "--epochs", "3", "--resume", prelude=SLOW_DISK)
-    child.wait_for("training on")
+    child.wait_for(TRAINING_STARTS)
     child.signal(signum)
     child.wait_for("stopping at the next safe point")
     deadline = time.time() + 60
@@ -175,7 +179,8 @@ def second_signal_during_save(idx_dir, one_epoch, tmp_path, signum):
     # The save's os.replace comes after its 30 s sleep: had the second signal waited for the save (or been
     # ignored), the new checkpoint would have replaced the previous one. No clock needed.
     assert (weights / "aae.pt").read_bytes() == before
-    assert sorted(p.name for p in weights.iterdir() if p.name.startswith(".")) == []  # no temp file
+    # no temp file (the run lock's file stays: the OS lock on it went with the process)
+    assert sorted(p.name for p in weights.iterdir() if p.name.startswith(".")) == [LOCK_NAME]
     assert load(weights)["epoch"] == 1
 
 

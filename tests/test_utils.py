@@ -2,7 +2,6 @@
 
 import errno
 import os
-from dataclasses import replace
 
 import pytest
 import torch
