@@ -103,14 +103,20 @@ def check_train(args, typed, weights, source):
     if "cuda_graphs" in typed and args.cuda_graphs and cls.cannot_graph:
         raise UsageError(f"{cls.title} cannot be replayed as CUDA graphs ({cls.cannot_graph}): drop --cuda_graphs")
     utils.RunLock(weights).check()
-    if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # a forgotten --resume must not lose a run
-        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run: continue it with "
-                         f"`python main.py --weights {weights} --resume`, or train into another --weights folder")
+    if not args.resume:
+        refuse_an_earlier_run(weights)
     if source is not None and resumes_over_another_run(source, weights):
         raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds another run than {source}, and resuming saves "
                          f"into --weights; pass --weights {utils.checkpoint_path(source).parent} to continue it "
                          "there, or an empty --weights folder")
     return model_cfg, train_cfg
+
+
+def refuse_an_earlier_run(weights):
+    """UsageError if `weights` holds a checkpoint: a forgotten --resume must not lose a run."""
+    if (weights / utils.CHECKPOINT_NAME).exists():
+        raise UsageError(f"{weights / utils.CHECKPOINT_NAME} holds an earlier run: continue it with "
+                         f"`python main.py --weights {weights} --resume`, or train into another --weights folder")
 
 
 def train(args, typed, actions):
@@ -132,8 +138,8 @@ def train(args, typed, actions):
         utils.check_writable(weights)
         lock = utils.RunLock(weights).acquire()
     try:
-        if not args.resume and (weights / utils.CHECKPOINT_NAME).exists():  # written since the check above
-            check_train(args, typed, weights, None)
+        if not args.resume and rank == 0:  # a run that finished between the check above and the lock
+            refuse_an_earlier_run(weights)
         return _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size)
     finally:
         if lock is not None:
