@@ -1,5 +1,6 @@
 """The README's commands are true: the fresh-machine lines, CI's copy of the test line, every usage line."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -69,3 +70,13 @@ def test_every_readme_usage_line_parses(line):
     else:
         parser = main.build_parser()
     parser.parse_args(argv)  # exits with 2 on a flag the program does not have
+
+
+def test_docs_cli_is_what_the_parsers_print_today():
+    """docs/cli.md is written by docs/make_cli.py from main.py's parsers; it must not drift from --help."""
+    result = subprocess.run([sys.executable, "docs/make_cli.py", "--check"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    help_text = subprocess.run([sys.executable, "main.py", "train", "--help"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120, env={**os.environ, "COLUMNS": "100"}).stdout
+    assert help_text.strip() in (ROOT / "docs" / "cli.md").read_text()

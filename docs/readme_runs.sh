@@ -1,0 +1,27 @@
+#!/bin/bash
+# The runs behind the README's figures, with today's code on the CPU (one thread each, so that two jobs
+# share the 2-core machine they were run on). Their folders go to runs/ (not kept in git); assets/ keeps the
+# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models
+set -e
+PY=${PY:-.venv/bin/python}
+FM=/usr/share/datasets/fashion-mnist
+case "$1" in
+fashion)  # the defaults on Fashion-MNIST, 100 epochs
+    $PY main.py --dataset fashion-mnist --directory $FM --epochs 100 --threads 1 --weights runs/fashion-100
+    $PY main.py evaluate --weights runs/fashion-100 --threads 1 ;;
+sample)   # the defaults on the embedded MNIST sample, 100 epochs
+    $PY main.py --dataset mnist-sample --epochs 100 --threads 1 --weights runs/sample-100
+    $PY main.py evaluate --weights runs/sample-100 --threads 1 ;;
+models)   # each of the paper's other models, three seeds, 10 epochs on the MNIST sample
+    for seed in 0 1 2; do
+        common="--dataset mnist-sample --epochs 10 --threads 1 --seed $seed"
+        $PY main.py $common --mode semi_supervised --labels 100 --weights runs/models/semi100-$seed
+        $PY main.py $common --mode semi_supervised --labels 1000 --weights runs/models/semi1000-$seed
+        $PY main.py $common --mode clustering --clusters 16 --weights runs/models/cluster16-$seed
+        $PY main.py $common --mode supervised --latent_dim 2 --weights runs/models/supervised-$seed
+        $PY main.py $common --mode dim_reduction --latent_dim 2 --labels 1000 --weights runs/models/dimred-$seed
+        $PY main.py $common --label_discriminator --prior mixture --latent_dim 2 --weights runs/models/mixture-$seed
+        $PY main.py $common --label_discriminator --prior swiss_roll --latent_dim 2 --weights runs/models/swiss-$seed
+    done ;;
+*) echo "usage: bash docs/readme_runs.sh fashion | sample | models" >&2; exit 2 ;;
+esac
