@@ -6,8 +6,8 @@ loop (train.Trainer) and the commands call only what `Variant` declares; they ne
 they hold. variants.py maps names to classes; conditional.py holds the models that read a label
 beside the code (§2.3, §4), categorical.py those with a categorical code (§§5-7).
 
-    from aae import AAE, TrainConfig
-    from models import ModelConfig
+    from aae import AAE
+    from config import ModelConfig, TrainConfig
     model = AAE(ModelConfig(), TrainConfig(), "cpu")
     draws = model.draw(rows)                  # every random input of a step but dropout
     model.step(x, rows, draws, sums)          # one batch; adds each column's loss to `sums`

@@ -143,11 +143,6 @@ class CategoricalAAE(Variant):
 
     # -- using the trained model ---------------------------------------------------------------------
 
-    def encode(self, images, labels=None):
-        """[y, z] of images (uint8 or floats in [0, 1]), as the decoder reads them: [N, K + latent]."""
-        with evaluating(self.encoder):
-            return batched(self.encoder, images.to(self.device))
-
     def style(self, images):
         """The style codes z of images (eval mode): [N, latent]."""
         with evaluating(self.encoder):

@@ -1,16 +1,16 @@
 """What `main.py train`, `draw` and `evaluate` do once their flags are parsed (main.py parses them).
 
     import commands, main
-    args = main.build_parser().parse_args(["--dataset", "mnist-sample", "--epochs", "3"])
-    commands.train(args, typed={"dataset", "epochs"})       # typed: the flags the user gave
+    parser = main.build_parser()
+    argv = ["--dataset", "mnist-sample", "--epochs", "3"]
+    commands.train(parser.parse_args(argv), main.typed_flags("train", argv), {a.dest: a for a in parser._actions})
 
-Every check a user's flags can fail runs before any folder is created or any data is read; the
-errors are one line (UsageError, ValueError, data.DataError, utils.CheckpointError ...), which
-main.py turns into an exit code.
+Every check of the flags alone runs before any folder is created or any data is read (what needs the
+data, such as more --labels than the data has, comes after it is read). The errors are one line
+(UsageError, ValueError, data.DataError, utils.CheckpointError ...), which main.py turns into an exit code.
 """
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -216,10 +216,9 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
             signal.signal(s, handler)
     if rank == 0:
         model.eval()
-        model.pictures(data, weights, ("all",), seed=train_cfg.seed)
+        model.pictures(data, weights, ("samples", "reconstructions", "losses", "interpolation"), seed=train_cfg.seed)
         if model.own_numbers():
-            numbers = {**model.settings(data), **model.numbers(data)}
-            write_json(numbers, weights / NUMBERS_NAME)
+            numbers, _ = write_numbers(model, data, weights, seed=train_cfg.seed)
             say(f"{NUMBERS_NAME}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
     seconds, n = sum(row["seconds"] for row in trainer.history), len(trainer.history)
     say(f"{n} epoch{'s' * (n != 1)}, {seconds:.1f} s in all ({seconds / n:.1f} s an epoch, "
@@ -231,9 +230,13 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
 NUMBERS_NAME = "mode_metrics.json"  # a model's own numbers, written at the end of training
 
 
-def write_json(values, path):
-    text = json.dumps(values, indent=1) + "\n"
-    utils.atomic_write(path, lambda f: f.write(text.encode()))
+def write_numbers(model, data, folder, seed=0):
+    """NUMBERS_NAME (what was trained, its numbers, the names of its own pictures) and those pictures, into
+    `folder`; returns the numbers and the pictures' paths."""
+    pictures = model.pictures(data, folder, ("mode",), seed=seed)
+    numbers = {**model.settings(data), **model.numbers(data), "pictures": [p.name for p in pictures]}
+    utils.write_json(numbers, Path(folder) / NUMBERS_NAME)
+    return numbers, pictures
 
 
 def _duration(seconds):
@@ -300,21 +303,22 @@ def set_threads(threads):
 # -- draw and evaluate -----------------------------------------------------------------------------
 
 
-def load(weights, device, dataset=None, directory=None, need_data=True):
-    """The checkpoint's model (read once, in eval mode), the data it was trained on (or None) and its path."""
+def load(weights, device):
+    """The checkpoint's model (the file read once; in eval mode) and the checkpoint's path."""
     ckpt = utils.load_checkpoint(weights)
-    model = utils.load_models(weights, device=device, ckpt=ckpt)
-    tc = model.train_cfg
-    data = load_dataset(dataset or tc.dataset, directory or tc.directory, download=False) if need_data else None
-    return model, data, utils.checkpoint_path(weights)
+    return utils.load_models(weights, device=device, ckpt=ckpt), utils.checkpoint_path(weights)
+
+
+def data_of(model, dataset=None, directory=None):
+    """The data set a model was trained on (or the one named), never downloaded."""
+    return load_dataset(dataset or model.train_cfg.dataset, directory or model.train_cfg.directory, download=False)
 
 
 def draw(args, typed):
     """The draw command: the pictures args.what of a checkpoint."""
     set_threads(args.threads)
     device = utils.choose_device(args.device)
-    ckpt = utils.load_checkpoint(args.weights)
-    model = utils.load_models(args.weights, device=device, ckpt=ckpt)
+    model, checkpoint = load(args.weights, device)
     allowed = model.picture_choices()
     wrong = next((w for w in args.what if w != "all" and w not in allowed), None)
     if wrong is not None:
@@ -322,16 +326,19 @@ def draw(args, typed):
     unread = next((f for f in ("classes", "pairs", "steps") if f in typed and f not in model.draw_flags), None)
     if unread is not None:
         raise UsageError(f"--{unread} is for the interpolation picture, which {model.title} does not draw: drop it")
+    if unread is None and not set(args.what) & {"all", "interpolation"}:
+        unread = next((f for f in ("classes", "pairs", "steps") if f in typed), None)
+        if unread is not None:
+            raise UsageError(f"--{unread} is for the interpolation picture: add `interpolation` to the pictures, "
+                             "or drop it")
     if "losses" in args.what and not model.history:
-        raise UsageError(f"{utils.checkpoint_path(args.weights)} has no completed epoch yet, so no losses to draw; "
-                         "train on with --resume")
+        raise UsageError(f"{checkpoint} has no completed epoch yet, so no losses to draw; train on with --resume")
     data = None
     if set(args.what) - {"samples", "losses"}:
-        tc = model.train_cfg
-        data = load_dataset(tc.dataset, args.directory or tc.directory, download=False)
+        data = data_of(model, directory=args.directory)
         if args.classes and any(c not in data.test.labels for c in args.classes):
             raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
-    out = Path(args.out) if args.out else utils.checkpoint_path(args.weights).parent
+    out = Path(args.out) if args.out else checkpoint.parent
     utils.check_writable(out, "--out")
     options = {"classes": args.classes, "n_pairs": args.pairs, "steps": args.steps} if model.draw_flags else {}
     for path in model.pictures(data, out, args.what, seed=args.seed, **options):
@@ -339,12 +346,16 @@ def draw(args, typed):
     return 0
 
 
-def evaluate(args):
+def evaluate(args, typed):
     """The evaluate command: metrics.json, report.md and the pictures of a checkpoint."""
     set_threads(args.threads)
     started = time.perf_counter()
     device = utils.choose_device(args.device)
-    model, data, checkpoint = load(args.weights, device, args.dataset, args.directory)
+    model, checkpoint = load(args.weights, device)
+    if "samples" in typed and not model.likelihood_protocol:
+        raise UsageError(f"--samples sizes the Parzen window of the plain AAE's protocol, which {model.title} does "
+                         "not run: drop it")
+    data = data_of(model, args.dataset, args.directory)
     out = Path(args.out) if args.out else checkpoint.parent
     utils.check_writable(out, "--out")
     results = numbers = None

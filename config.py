@@ -10,6 +10,8 @@ this version does not know. Each default says why where the value is not obvious
 
 from dataclasses import dataclass, fields
 
+FORMAT_VERSION = 1  # of the checkpoints train.Trainer.state_dict() writes; utils.load_checkpoint reads only it
+
 
 @dataclass
 class ModelConfig:

@@ -16,7 +16,6 @@ All random draws come from generators seeded by EvalConfig.seed on the CPU, so a
 gives the same numbers every time and never moves a training run's random streams.
 """
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -219,8 +218,7 @@ def write_report(model, dataset, out, results=None, numbers=None, seed=0, checkp
             pictures.append(plots.draw_eval_curves(model.history, out / "eval_curves.png"))
 
     meta = {"checkpoint": str(checkpoint) if checkpoint else None, **model.settings(dataset)}
-    json_text = json.dumps({**meta, **(results or {}), **(numbers or {})}, indent=2) + "\n"
-    utils.atomic_write(out / "metrics.json", lambda f: f.write(json_text.encode()))
+    utils.write_json({**meta, **(results or {}), **(numbers or {})}, out / "metrics.json")
     report = _markdown(meta, results, numbers, model.paper_figure(meta), pictures, captions)
     utils.atomic_write(out / "report.md", lambda f: f.write(report.encode()))
     return [out / "metrics.json", out / "report.md", *pictures]

@@ -311,7 +311,7 @@ def main(argv=None):
             if unknown:
                 parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(PICTURES)}")
             return commands.draw(args, typed_flags("draw", argv))
-        return commands.evaluate(args)
+        return commands.evaluate(args, typed_flags("evaluate", argv))
     except (UsageError, FolderBusy, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE

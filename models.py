@@ -11,7 +11,7 @@ AAE the *encoder* is the adversarial generator and the discriminator never sees 
     images = decoder(codes)          # [N, 2] -> [N, 1, 28, 28] in [0, 1]
     logits = discriminator(codes)    # [N, 2] -> [N], logits of "drawn from the prior"
 
-Which networks a model of the paper uses, and how it wires them, is its variant's (aae.py, categorical.py).
+Which networks a model of the paper uses, and how it wires them, is its variant's (aae.py, conditional.py, categorical.py).
 """
 
 import functools

@@ -4,7 +4,7 @@
     plots.save_grid(images, "samples.png", nrow=10)       # images [N, C, H, W] in [0, 1]
     plots.draw_losses(history, "losses.png")               # the training history's rows
 
-What to draw is each model's own choice (aae.py, categorical.py: `pictures`); these only draw it.
+What to draw is each model's own choice (aae.py, conditional.py, categorical.py: `pictures`); these only draw it.
 matplotlib is imported inside the functions that need it.
 """
 

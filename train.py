@@ -4,7 +4,7 @@
     trainer = Trainer(ModelConfig(), TrainConfig(epochs=10), "cpu", data.train.labels)
     trainer.fit(data, save=lambda t: utils.save_checkpoint(t.state_dict(), "weights/aae.pt"))
 
-The model (a variant: aae.py, categorical.py, chosen by variants.build) owns its networks,
+The model (a variant: aae.py, conditional.py, categorical.py; variants.build) owns its networks,
 optimisers and per-batch phases; the loop asks it for the random inputs of a step (`draw`), runs
 the step, and adds up the losses under the model's column names. It never asks which model it holds.
 
@@ -25,9 +25,8 @@ from dataclasses import asdict
 import torch
 
 import variants
-from utils import FORMAT_VERSION
 from aae import LABEL_BATCH_SEED
-from config import UNSAVED_VALUES, ModelConfig, TrainConfig  # noqa: F401 (train.UNSAVED_VALUES for its readers)
+from config import FORMAT_VERSION, UNSAVED_VALUES, ModelConfig, TrainConfig  # noqa: F401 (train.UNSAVED_VALUES)
 from data import to_float
 
 RANK_SEED_STRIDE = 10_000  # rank r seeds its dropout and prior draws with seed + r * this: far from seed + 1, + 2
@@ -189,6 +188,7 @@ class Trainer:
         evaluate(trainer) -> dict: extra figures for this epoch's history row, or None.
         """
         progress = progress or _no_progress
+        assert self.model.labels is not None or not self.model.reads_labels(), "it trains on labels: pass train_labels"
         self.model.prepare(data)
         train_images = data.train.images.to(self.device)
         while self.epoch < self.cfg.epochs:

@@ -16,6 +16,7 @@ import csv
 import errno
 import fcntl
 import io
+import json
 import math
 import os
 import sys
@@ -24,9 +25,8 @@ from pathlib import Path
 import torch
 
 import variants
-from config import model_config_from, train_config_from
+from config import FORMAT_VERSION, model_config_from, train_config_from
 
-FORMAT_VERSION = 1  # of the checkpoints train.Trainer.state_dict() writes
 
 CHECKPOINT_NAME = "aae.pt"
 LOG_NAME = "log.csv"
@@ -81,6 +81,9 @@ def atomic_write(path, write):
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None:  # a second Ctrl-C/SIGTERM inside torch.save, whose cleanup then raised
+            raise interrupt from None
         if isinstance(e, OSError):
             reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
             raise SaveError(f"could not write {path}: {reason}; the previous file, if any, is unchanged") from None
@@ -93,6 +96,21 @@ def atomic_write(path, write):
             os.close(fd)
     except OSError:
         pass
+
+
+def _interrupt_behind(error):
+    """The KeyboardInterrupt that `error` is, or that it was raised while handling; else None."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error = error.__context__
+    return None
+
+
+def write_json(values, path):
+    """A JSON file of `values`, written atomically."""
+    text = json.dumps(values, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(state, path):
@@ -250,14 +268,16 @@ class RunLock:
         return self
 
     def check(self):
-        """FolderBusy if a live run holds the folder; creates nothing."""
+        """FolderBusy if a live run holds the folder; creates nothing. A shared lock, taken and let go at once:
+        it conflicts only with a holder's exclusive one, not with other processes checking at the same time
+        (the ranks of one torchrun launch)."""
         if self.path.exists():
             with open(self.path, "a+") as file:
-                self._take(file)  # and closing it lets go at once
+                self._take(file, fcntl.LOCK_SH)
 
-    def _take(self, file):
+    def _take(self, file, kind=fcntl.LOCK_EX):
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file, kind | fcntl.LOCK_NB)
         except OSError:
             file.seek(0)
             holder = " ".join(file.read().split()) or "another process"

@@ -149,18 +149,26 @@ def _train_categorical_on_rank(rank, world_size, store, idx_dir, out, mode, labe
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode, labels", [("clustering", -1), ("semi_supervised", 100)])
-def test_a_model_with_a_categorical_code_trains_one_model_on_both_ranks(idx_dir, tmp_path, mode, labels):
-    """Its category discriminator and the category's generator and classification phases run outside forward():
-    their optimisers' gradients are averaged across the ranks too, so both ranks hold the same weights."""
+PLAIN_NETS, CATEGORICAL_NETS = ["decoder", "discriminator", "encoder"], ["decoder", "discriminator", "discriminator_y",
+                                                                          "encoder"]
+
+
+@pytest.mark.parametrize("mode, labels, nets", [("clustering", -1, CATEGORICAL_NETS),
+                                                ("semi_supervised", 100, CATEGORICAL_NETS),
+                                                ("dim_reduction", 100, CATEGORICAL_NETS),
+                                                ("supervised", -1, PLAIN_NETS)])
+def test_each_paper_model_trains_one_model_on_both_ranks(idx_dir, tmp_path, mode, labels, nets):
+    """Their phases run the networks' other methods too (a category head, a style head, a label beside the code):
+    every optimiser's gradients are averaged across the ranks all the same, so both ranks hold the same weights."""
     mp.spawn(_train_categorical_on_rank, args=(2, tmp_path / "store", idx_dir, tmp_path, mode, labels), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"{mode}{r}.pt", weights_only=True) for r in (0, 1))
-    assert sorted(r0["nets"]) == ["decoder", "discriminator", "discriminator_y", "encoder"]
+    assert sorted(r0["nets"]) == nets
     for name, state in r0["nets"].items():
         for key, value in state.items():
             assert torch.equal(value, r1["nets"][name][key]), f"{name}.{key} differs between ranks"
-            assert not torch.equal(value, r0["initial"][name][key]), f"{name}.{key} did not train"
-    assert ("classification_loss" in r0["columns"]) == (mode == "semi_supervised")
+            if key != "head_scale":  # dim_reduction's fixed scale of its cluster heads, a buffer
+                assert not torch.equal(value, r0["initial"][name][key]), f"{name}.{key} did not train"
+    assert ("classification_loss" in r0["columns"]) == (labels > 0)
     assert r0["steps"] == r1["steps"] == 2 * 4  # 200 images / 2 ranks / batch 25, per epoch
     without_time = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert without_time(r0["history"]) == without_time(r1["history"]) and len(r0["history"]) == 2

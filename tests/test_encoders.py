@@ -65,8 +65,9 @@ def test_gradient_reaches_the_variance_through_the_reparameterisation(tiny_model
 
 
 def test_default_networks_are_unchanged(tiny_model):
-    enc, dec, dis = build_plain(tiny_model)
+    enc, dec, dis = variants.build(tiny_model, TrainConfig(), "cpu").nets.values()  # the plain AAE's own
     assert [type(m).__name__ for m in (enc, dec, dis)] == ["Encoder", "Decoder", "Discriminator"]
+    assert [type(m).__name__ for m in build_plain(tiny_model)] == ["Encoder", "Decoder", "Discriminator"]
     assert dec.net[0].in_features == dis.net[0].in_features == tiny_model.latent_dim
 
 

@@ -313,16 +313,16 @@ def test_flags_the_model_does_not_read_are_refused_before_any_folder_or_data(arg
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv",
     [
-        (["--noise_dim", "4", "--encoder", "universal"], None),  # read with --encoder universal
-        (["--prior_std", "2"], None),  # read with --prior gaussian (the default)
-        (["--prior", "mixture", "--latent_dim", "2"], None),
-        (["--mode", "clustering", "--clusters", "4", "--balance_weight", "0.5", "--confidence_weight", "0.5"], None),
-        (["--mode", "semi_supervised", "--labels", "100"], None),
+        ["--noise_dim", "4", "--encoder", "universal"],  # read with --encoder universal
+        ["--prior_std", "2"],  # read with --prior gaussian (the default)
+        ["--prior", "mixture", "--latent_dim", "2"],
+        ["--mode", "clustering", "--clusters", "4", "--balance_weight", "0.5", "--confidence_weight", "0.5"],
+        ["--mode", "semi_supervised", "--labels", "100"],
     ],
 )
-def test_flags_the_model_reads_pass_those_checks(argv, message, idx_dir, tmp_path, capsys, no_data_read):
+def test_flags_the_model_reads_pass_those_checks(argv, idx_dir, tmp_path, capsys, no_data_read):
     # the same kind of command lines, with flags the model reads, get past every flag check to the data
     with pytest.raises(AssertionError, match="the data was read"):
         main.main(argv + ["--directory", str(idx_dir), "--weights", str(tmp_path / "w"), "--epochs", "1"])

@@ -166,15 +166,16 @@ def test_each_model_trains_and_gives_its_number_and_picture(case, dataset, tmp_p
             assert column in row
     assert model.own_numbers()  # so training writes them into mode_metrics.json
     model.eval()  # as training leaves it before its numbers and pictures
-    numbers = {**model.settings(dataset), **model.numbers(dataset)}
-    pictures = model.own_pictures(dataset, tmp_path)
+    numbers, pictures = commands.write_numbers(model, dataset, tmp_path)
     number, picture = CASES[case][2], CASES[case][3]
-    assert numbers["mode"] == model_cfg.mode and numbers["epochs"] == 2
-    assert 0 <= numbers[number] <= 1 or number == "mmd_to_prior" and math.isfinite(numbers[number])
+    saved = json.loads((tmp_path / commands.NUMBERS_NAME).read_text())
+    assert saved == numbers and saved["mode"] == model_cfg.mode and saved["epochs"] == 2
+    assert 0 <= saved[number] <= 1 or number == "mmd_to_prior" and math.isfinite(saved[number])
     # 8 steps of 32-unit nets: near the 543 nats of an all-grey image at best; a broken decoder gives thousands
-    assert 0 < numbers["test_recon_bce"] < 1000
-    assert picture in {p.name for p in pictures} and (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
-    assert {p.name for p in pictures} == {p.name for p in tmp_path.iterdir()}  # it says what it wrote
+    assert 0 < saved["test_recon_bce"] < 1000
+    assert picture in saved["pictures"] and (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in pictures} == set(saved["pictures"])
+    assert set(saved["pictures"]) | {commands.NUMBERS_NAME} == {p.name for p in tmp_path.iterdir()}
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -253,8 +253,7 @@ def test_the_command_line_keeps_the_last_good_epochs_checkpoint_after_a_side_los
 IMPORT_ORDER = ["config", "data", "priors", "models", "phases", "metrics", "plots", "aae", "conditional", "categorical",
                 "variants", "utils", "train", "evaluate", "commands", "bench", "main"]
 LAZY_ALLOWED = {"matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "torchvision", "torchvision.utils",
-                "torchvision.datasets", "torchvision.transforms", "PIL", "faulthandler", "torch.profiler", "io",
-                "urllib.error", "gzip"}
+                "torchvision.datasets", "torchvision.transforms", "PIL", "faulthandler", "torch.profiler"}
 
 
 def imports_of(path):
@@ -353,3 +352,38 @@ def test_draw_and_evaluate_read_the_checkpoint_once(idx_dir, tmp_path, monkeypat
     assert main.main(["draw", "--weights", str(weights)]) == 0
     assert len(reads) == 2
 
+
+
+def test_checking_the_lock_does_not_collide_with_another_check_but_does_with_the_holder(tmp_path):
+    (tmp_path / utils.LOCK_NAME).write_text("process 99999 (a run that has ended)\n")
+    code = ("import sys, fcntl; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_SH); "
+            "print('checking', flush=True); sys.stdin.readline()")
+    other = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / utils.LOCK_NAME)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "checking\n"  # another rank holds a check's shared lock right now
+        utils.RunLock(tmp_path).check()  # a check at the same moment is not refused
+    finally:
+        other.communicate("\n", timeout=30)
+    with utils.RunLock(tmp_path):
+        holder = subprocess.run([sys.executable, "-c", "import sys, utils; utils.RunLock(sys.argv[1]).check()",
+                                 str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert holder.returncode != 0 and f"process {os.getpid()}" in holder.stderr
+
+
+def test_a_model_that_reads_labels_will_not_train_without_them(dataset):
+    trainer = Trainer(*configs("semi_supervised", 16), "cpu")  # no train_labels: as if to load weights
+    with pytest.raises(AssertionError, match="pass train_labels"):
+        trainer.fit(dataset, log=lambda line: None)
+
+
+def test_draw_and_evaluate_refuse_flags_that_their_pictures_and_protocol_do_not_read(tmp_path, capsys):
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "aae.pt").write_bytes((FIXTURES / "unsupervised.pt").read_bytes())
+    assert main.main(["draw", "samples", "--pairs", "3", "--weights", str(weights), "--out", str(tmp_path / "p")]) == 2
+    assert "--pairs is for the interpolation picture: add `interpolation`" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    (weights / "aae.pt").write_bytes((FIXTURES / "clustering.pt").read_bytes())
+    assert main.main(["evaluate", "--samples", "500", "--weights", str(weights), "--out", str(tmp_path / "e")]) == 2
+    assert "--samples sizes the Parzen window" in capsys.readouterr().err and not (tmp_path / "e").exists()
