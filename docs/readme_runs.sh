@@ -1,7 +1,7 @@
 #!/bin/bash
 # The runs behind the README's figures, with today's code on the CPU (one thread each, so that two jobs
 # share the 2-core machine they were run on). Their folders go to runs/ (not kept in git); assets/ keeps the
-# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models
+# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models | heads
 set -e
 PY=${PY:-.venv/bin/python}
 FM=/usr/share/datasets/fashion-mnist
@@ -23,5 +23,7 @@ models)   # each of the paper's other models, three seeds, 10 epochs on the MNIS
         $PY main.py $common --label_discriminator --prior mixture --latent_dim 2 --weights runs/models/mixture-$seed
         $PY main.py $common --label_discriminator --prior swiss_roll --latent_dim 2 --weights runs/models/swiss-$seed
     done ;;
-*) echo "usage: bash docs/readme_runs.sh fashion | sample | models" >&2; exit 2 ;;
+heads)    # the cluster heads of the README's first pictures: clustering, 100 epochs, seed 0
+    $PY main.py --dataset mnist-sample --epochs 100 --threads 1 --mode clustering --clusters 16 --weights runs/heads-100 ;;
+*) echo "usage: bash docs/readme_runs.sh fashion | sample | models | heads" >&2; exit 2 ;;
 esac

@@ -380,3 +380,13 @@ def test_a_second_run_into_a_folder_a_live_run_holds_is_refused(idx_dir, tmp_pat
     assert err.startswith(f"error: {weights} is being trained into by process {holder.pid} ")
     assert "train into another --weights folder" in err
     assert sorted(p.name for p in weights.iterdir()) == [utils.LOCK_NAME]  # no checkpoint, log or picture
+
+
+def test_the_first_epoch_says_how_long_the_run_will_take_and_where_its_output_goes(idx_dir, tmp_path, capsys):
+    weights = tmp_path / "w"
+    assert main.main(["--dataset", "mnist", "--directory", str(idx_dir), "--epochs", "3", "--batch_size", "50",
+                      "--latent_dim", "2", "--weights", str(weights)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    told = [line for line in out if "to go at this speed" in line]
+    assert len(told) == 1 and f"in {weights}/" in told[0]
+    assert out.index(told[0]) == next(i for i, line in enumerate(out) if line.startswith("epoch   1/3")) + 1

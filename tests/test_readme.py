@@ -80,3 +80,14 @@ def test_docs_cli_is_what_the_parsers_print_today():
     help_text = subprocess.run([sys.executable, "main.py", "train", "--help"], cwd=ROOT, capture_output=True,
                                text=True, timeout=120, env={**os.environ, "COLUMNS": "100"}).stdout
     assert help_text.strip() in (ROOT / "docs" / "cli.md").read_text()
+
+
+def test_the_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python block, run in a folder where `weights/` holds a 1-epoch run of the embedded sample."""
+    snippet = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    argv = ["--dataset", "mnist-sample", "--epochs", "1", "--latent_dim", "2", "--weights", str(tmp_path / "weights")]
+    assert main.main(argv) == 0
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert namespace["images"].shape == (16, 1, 28, 28) and namespace["samples"].shape == (64, 1, 28, 28)
