@@ -108,6 +108,7 @@ class Variant:
     # What step() adds up, in this order: the history's columns (mean over the epoch's steps).
     columns = ("recon_loss", "disc_loss", "gen_loss", "disc_accuracy")
     likelihood_protocol = False  # whether `evaluate` runs the paper's Table 1 protocol (Parzen window ...)
+    has_baselines = False  # whether baselines() gives any
     picture_names = ("samples", "reconstructions", "losses")  # what `draw` can make, besides "all"
     draw_flags = ()  # draw's flags for its pictures (interpolation's --classes, --pairs, --steps)
     # None, or why it cannot: said by the command line before any work.
@@ -278,6 +279,10 @@ class Variant:
     def numbers(self, data):
         """Its figures on `data` (the test split; the training split where a figure says so)."""
         return {"test_recon_bce": self.test_reconstruction(data.test.images, data.test.labels)}
+
+    def baselines(self, data):
+        """The obvious baselines of its numbers (baselines.py), on `data`: {name: value}; {} where it has none."""
+        return {}
 
     def settings(self, data):
         """What was trained, for metrics.json and report.md."""

@@ -19,10 +19,11 @@ makes each image sure of its own (phases.category_generator_phase), and z's disc
 
 import torch
 
+import baselines
 import metrics
 import plots
 import priors
-from aae import Variant, batched, evaluating
+from aae import Variant, batched, evaluating, select_labels
 from conditional import style_picture, style_sources
 from data import to_float
 from models import CategoricalEncoder, Decoder, Discriminator, HeadsDecoder, build_plain, one_hot
@@ -45,6 +46,7 @@ class CategoricalAAE(Variant):
 
     flags = ("prior_std", "balance_weight", "confidence_weight")
     picture_names = ("mode", "samples", "reconstructions", "losses")
+    has_baselines = True
     hard_category = True  # the decoder reads the one-hot y (models.CategoricalEncoder)
 
     def __init__(self, model_cfg, train_cfg, device, labels=None, cuda_graphs=False):
@@ -199,6 +201,17 @@ class CategoricalAAE(Variant):
                                                          self.style(test.images), test.labels)
         out["category_effect"] = self.category_effect(test.images, seed=self.train_cfg.seed)
         return out
+
+    def baselines(self, data):
+        """With labels (§5), the same encoder network trained on the same labelled images alone; without (§6),
+        k-means with as many clusters on the raw pixels."""
+        train, test, t = data.train, data.test, self.train_cfg
+        if self.reads_labels():  # the labels it was trained with, chosen again as training chose them
+            chosen = select_labels(train.labels, t.labels, self.model_cfg.n_classes, t.seed)
+            return {"labels_alone_error": baselines.labels_alone_error(data, chosen, self.model_cfg, seed=t.seed)}
+        return {"kmeans_pixels_error": baselines.kmeans_error(baselines.pixels(train.images), train.labels,
+                                                              baselines.pixels(test.images), test.labels,
+                                                              self.n_categories, seed=t.seed)}
 
     def settings(self, data):
         return {**super().settings(data), "categories": self.n_categories}

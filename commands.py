@@ -355,6 +355,8 @@ def evaluate(args, typed):
     if "samples" in typed and not model.likelihood_protocol:
         raise UsageError(f"--samples sizes the Parzen window of the plain AAE's protocol, which {model.title} does "
                          "not run: drop it")
+    if "baselines" in typed and args.baselines and not model.has_baselines:
+        raise UsageError(f"{model.title} has no baselines to measure: drop --baselines")
     data = data_of(model, args.dataset, args.directory)
     out = Path(args.out) if args.out else checkpoint.parent
     utils.check_writable(out, "--out")
@@ -366,6 +368,10 @@ def evaluate(args, typed):
     if model.own_numbers():
         numbers = model.numbers(data)
         print(", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
+        if args.baselines and model.has_baselines:
+            measured = model.baselines(data)
+            print("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in measured.items()))
+            numbers.update(measured)
     for path in evaluation.write_report(model, data, out, results, numbers, args.seed, checkpoint):
         print(path)
     print(f"evaluated in {time.perf_counter() - started:.1f} s")

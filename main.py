@@ -262,6 +262,9 @@ def build_evaluate_parser():
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
     p.add_argument("--samples", type=positive_int, default=10000,
                    help="prior draws decoded for the Parzen window (10,000: the paper's)")
+    boolean_flag(p, "--baselines", True, "the paper's models with a category: their obvious baselines beside their "
+                 "numbers (k-means on the pixels for clustering, the same network on the labels alone for the "
+                 "semi-supervised models; a few seconds to a minute)")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
     add_threads_flag(p)
