@@ -280,9 +280,14 @@ class Variant:
         """Its figures on `data` (the test split; the training split where a figure says so)."""
         return {"test_recon_bce": self.test_reconstruction(data.test.images, data.test.labels)}
 
-    def baselines(self, data):
-        """The obvious baselines of its numbers (baselines.py), on `data`: {name: value}; {} where it has none."""
+    def baselines(self, data, reference=None):
+        """The obvious baselines of its numbers (baselines.py), on `data`: {name: value}; {} where it has none.
+        reference: another trained model whose codes a baseline may also use (k-means on a plain AAE's codes)."""
         return {}
+
+    def reads_reference(self):
+        """Whether baselines() reads a reference model's codes."""
+        return False
 
     def settings(self, data):
         """What was trained, for metrics.json and report.md."""

@@ -202,16 +202,26 @@ class CategoricalAAE(Variant):
         out["category_effect"] = self.category_effect(test.images, seed=self.train_cfg.seed)
         return out
 
-    def baselines(self, data):
+    def baselines(self, data, reference=None):
         """With labels (§5), the same encoder network trained on the same labelled images alone; without (§6),
-        k-means with as many clusters on the raw pixels."""
+        k-means with as many clusters on the raw pixels, and on the codes of `reference` (a plain AAE) if given."""
         train, test, t = data.train, data.test, self.train_cfg
         if self.reads_labels():  # the labels it was trained with, chosen again as training chose them
             chosen = select_labels(train.labels, t.labels, self.model_cfg.n_classes, t.seed)
             return {"labels_alone_error": baselines.labels_alone_error(data, chosen, self.model_cfg, seed=t.seed)}
-        return {"kmeans_pixels_error": baselines.kmeans_error(baselines.pixels(train.images), train.labels,
-                                                              baselines.pixels(test.images), test.labels,
-                                                              self.n_categories, seed=t.seed)}
+        k = self.n_categories
+        out = {"kmeans_pixels_error": baselines.kmeans_error(baselines.pixels(train.images), train.labels,
+                                                             baselines.pixels(test.images), test.labels, k,
+                                                             seed=t.seed)}
+        if reference is not None:
+            out["kmeans_codes_error"] = baselines.kmeans_error(reference.encode(train.images).cpu(), train.labels,
+                                                               reference.encode(test.images).cpu(), test.labels, k,
+                                                               seed=t.seed)
+        return out
+
+    def reads_reference(self):
+        """Whether baselines() reads a reference model's codes (the clustering ones do)."""
+        return not self.reads_labels()
 
     def settings(self, data):
         return {**super().settings(data), "categories": self.n_categories}

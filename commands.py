@@ -357,6 +357,17 @@ def evaluate(args, typed):
                          "not run: drop it")
     if "baselines" in typed and args.baselines and not model.has_baselines:
         raise UsageError(f"{model.title} has no baselines to measure: drop --baselines")
+    reference = None
+    if args.codes_of is not None:
+        if not (model.reads_reference() and args.baselines):
+            raise UsageError(f"--codes_of gives k-means the codes of a plain AAE, a baseline of the clustering models "
+                             f"that {model.title} does not measure{'' if args.baselines else ' (--baselines False)'}: "
+                             "drop it")
+        reference = utils.load_models(args.codes_of, device=device)
+        trained_on = (reference.train_cfg.dataset, model.train_cfg.dataset)
+        if trained_on[0] != trained_on[1]:
+            raise UsageError(f"--codes_of {args.codes_of} was trained on {trained_on[0]}, {checkpoint} on "
+                             f"{trained_on[1]}: give a plain AAE of the same data")
     data = data_of(model, args.dataset, args.directory)
     out = Path(args.out) if args.out else checkpoint.parent
     utils.check_writable(out, "--out")
@@ -369,7 +380,7 @@ def evaluate(args, typed):
         numbers = model.numbers(data)
         print(", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
         if args.baselines and model.has_baselines:
-            measured = model.baselines(data)
+            measured = model.baselines(data, reference)
             print("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in measured.items()))
             numbers.update(measured)
     for path in evaluation.write_report(model, data, out, results, numbers, args.seed, checkpoint):

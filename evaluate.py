@@ -181,6 +181,8 @@ MEANINGS = {
     "label_part_accuracy": "test codes that lie in their label's part of the prior (§2.3)",
     "kmeans_pixels_error": "baseline of test_cluster_error: k-means with as many clusters on the raw pixels "
                            "(k-means++, best of 3 starts), its clusters labelled the same way",
+    "kmeans_codes_error": "baseline of test_cluster_error: the same k-means on the codes of the plain AAE given by "
+                          "--codes_of",
     "labels_alone_error": "baseline of test_error: the same encoder network trained on the same labelled images "
                           "alone (Adam 1e-3, 300 epochs over them, at most 3,000 steps)",
 }

@@ -265,6 +265,9 @@ def build_evaluate_parser():
     boolean_flag(p, "--baselines", True, "the paper's models with a category: their obvious baselines beside their "
                  "numbers (k-means on the pixels for clustering, the same network on the labels alone for the "
                  "semi-supervised models; a few seconds to a minute)")
+    p.add_argument("--codes_of", default=None, metavar="CHECKPOINT",
+                   help="clustering models: k-means also on the codes of this trained plain AAE (trained on the same "
+                        "data), another baseline")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
     add_threads_flag(p)

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The runs behind the README's figures, with today's code on the CPU (one thread each, so that two jobs
 # share the 2-core machine they were run on). Their folders go to runs/ (not kept in git); assets/ keeps the
-# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models | baselines | heads
+# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models | baselines | codes | heads
 set -e
 PY=${PY:-.venv/bin/python}
 FM=/usr/share/datasets/fashion-mnist
@@ -27,7 +27,11 @@ baselines)  # each categorical model's baseline beside its number: python main.p
     for run in cluster16 semi100 semi1000 dimred; do
         for seed in 0 1 2; do $PY main.py evaluate --weights runs/models/$run-$seed --out runs/models/$run-$seed/evaluate; done
     done ;;
+codes)    # clustering's other baseline: k-means on the codes of the plain AAE of `sample` (8-D, 100 epochs)
+    for seed in 0 1 2; do
+        $PY main.py evaluate --weights runs/models/cluster16-$seed --codes_of runs/sample-100 --out runs/codes-$seed
+    done ;;
 heads)    # the cluster heads of the README's first pictures: clustering, 100 epochs, seed 0
     $PY main.py --dataset mnist-sample --epochs 100 --threads 1 --mode clustering --clusters 16 --weights runs/heads-100 ;;
-*) echo "usage: bash docs/readme_runs.sh fashion | sample | models | baselines | heads" >&2; exit 2 ;;
+*) echo "usage: bash docs/readme_runs.sh fashion | sample | models | baselines | codes | heads" >&2; exit 2 ;;
 esac

@@ -8,7 +8,9 @@ import torch
 import aae
 import baselines
 import main
+import utils
 from config import ModelConfig
+from data import load_dataset
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "checkpoints"
 
@@ -72,3 +74,23 @@ def test_evaluate_refuses_baselines_for_a_model_that_has_none(tmp_path, capsys):
     (weights / "aae.pt").write_bytes((FIXTURES / "unsupervised.pt").read_bytes())
     assert main.main(["evaluate", "--weights", str(weights), "--baselines", "True"]) == 2
     assert "has no baselines to measure: drop --baselines" in capsys.readouterr().err
+
+
+def test_evaluate_clusters_a_plain_aaes_codes_too_when_given_one(idx_dir, tmp_path, capsys):
+    weights, plain = tmp_path / "w", tmp_path / "plain"
+    for folder, fixture in ((weights, "clustering.pt"), (plain, "unsupervised.pt")):
+        folder.mkdir()
+        (folder / "aae.pt").write_bytes((FIXTURES / fixture).read_bytes())
+    argv = ["evaluate", "--weights", str(weights), "--directory", str(idx_dir), "--out", str(tmp_path / "e")]
+    assert main.main([*argv, "--codes_of", str(plain)]) == 0
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    model, reference = utils.load_models(weights), utils.load_models(plain)
+    data = load_dataset("mnist", idx_dir)
+    expected = baselines.kmeans_error(reference.encode(data.train.images), data.train.labels,
+                                      reference.encode(data.test.images), data.test.labels, model.n_categories, seed=0)
+    assert saved["kmeans_codes_error"] == expected and "kmeans_pixels_error" in saved
+    capsys.readouterr()
+    assert main.main([*argv, "--codes_of", str(plain), "--baselines", "False"]) == 2  # nothing would read it
+    assert "--codes_of gives k-means the codes of a plain AAE" in capsys.readouterr().err
+    plain_argv = ["evaluate", "--weights", str(plain), "--directory", str(idx_dir), "--codes_of", str(plain)]
+    assert main.main(plain_argv) == 2  # the plain AAE measures no such baseline
