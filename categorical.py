@@ -155,11 +155,6 @@ class CategoricalAAE(Variant):
         with evaluating(self.encoder):
             return batched(lambda x: self.encoder.split(x)[0].argmax(1), images.to(self.device))
 
-    def category_probabilities(self, images):
-        """q(y|x) of images: [N, K]."""
-        with evaluating(self.encoder):
-            return batched(self.encoder.category, images.to(self.device))
-
     def category_effect(self, images, seed=0):
         """How much the decoder reads the category: the mean absolute pixel change when each image's one-hot y
         (argmax q(y|x)) is swapped for another, drawn from a generator seeded with `seed`, its style z kept.

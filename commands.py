@@ -305,8 +305,7 @@ def set_threads(threads):
 
 def load(weights, device):
     """The checkpoint's model (the file read once; in eval mode) and the checkpoint's path."""
-    ckpt = utils.load_checkpoint(weights)
-    return utils.load_models(weights, device=device, ckpt=ckpt), utils.checkpoint_path(weights)
+    return utils.load_models(weights, device=device), utils.checkpoint_path(weights)
 
 
 def data_of(model, dataset=None, directory=None):

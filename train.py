@@ -26,7 +26,7 @@ import torch
 
 import variants
 from aae import LABEL_BATCH_SEED
-from config import FORMAT_VERSION, UNSAVED_VALUES, ModelConfig, TrainConfig  # noqa: F401 (train.UNSAVED_VALUES)
+from config import FORMAT_VERSION, ModelConfig, TrainConfig
 from data import to_float
 
 RANK_SEED_STRIDE = 10_000  # rank r seeds its dropout and prior draws with seed + r * this: far from seed + 1, + 2

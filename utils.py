@@ -214,14 +214,13 @@ def check_fits(path, ckpt):
                                   f"({(wrong + missing + extra)[0][:160]})")
 
 
-def load_models(path, device="cpu", ckpt=None):
+def load_models(path, device="cpu"):
     """The trained model of a checkpoint (file or weights folder), whichever of the paper's it is, in eval mode.
 
     It has encode, decode, sample and sample_prior, its networks (encoder, decoder, ...), its
     configs (model_cfg, train_cfg) and training history, and its own extras (predict_category ...).
-    ckpt: the checkpoint already read by load_checkpoint(path), so as not to read the file again.
     """
-    ckpt = load_checkpoint(path, map_location=device) if ckpt is None else ckpt
+    ckpt = load_checkpoint(path, map_location=device)
     model_cfg, train_cfg = model_config_from(ckpt["model_config"]), train_config_from(ckpt.get("train_config", {}))
     try:
         model = variants.build(model_cfg, train_cfg, device)

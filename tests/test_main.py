@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import commands
+import config
 import main
 import train
 import utils
@@ -208,7 +209,7 @@ def test_a_checkpoint_from_before_a_field_resumes_with_what_it_was_trained_with(
     utils.save_checkpoint(ckpt, weights / "aae.pt")
     actions = {a.dest: a for a in main.build_parser()._actions}
     args = commands.merge_resume(parse("--weights", str(weights), "--resume"), {}, ckpt, actions)
-    assert commands.configs_from(args)[1].confidence_weight == train.UNSAVED_VALUES["confidence_weight"] == 0.0
+    assert commands.configs_from(args)[1].confidence_weight == config.UNSAVED_VALUES["confidence_weight"] == 0.0
     assert utils.load_models(weights).train_cfg.confidence_weight == 0.0
     with pytest.raises(main.UsageError, match=r"--confidence_weight 1.0 \(checkpoint: 0.0\)"):
         commands.merge_resume(parse("--resume", "--confidence_weight", "1"), {"confidence_weight": 1.0}, ckpt,
