@@ -76,6 +76,15 @@ class TrainConfig:
     # "cosine": every Adam learning rate follows a half cosine over the run, from its value in the first
     # epoch to near zero in the last (set once an epoch, from the epochs completed). "none": constant.
     lr_decay: str = "none"
+    # The categorical models' augmentation (ours, not the paper's; docs/experiments.md): each image the
+    # category phases read is shifted by up to this many pixels each way, a fresh shift every step.
+    augment: int = 0
+    # Weight of their consistency phase (ours): q(y|x) of a shifted view is pulled towards q(y|x) of the image,
+    # as in IMSAT (Hu et al. 2017) and the Pi-model (Laine & Aila 2017). 0: no such phase.
+    consistency_weight: float = 0.0
+    # 0: the consistency phase's target is the soft q(y|x). Above 0: the one-hot of its argmax, for the images
+    # surer than this and no others (pseudo-labels, as in FixMatch).
+    consistency_threshold: float = 0.0
 
 
 # What a checkpoint written before a TrainConfig field existed trained with, where the field's default

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 
@@ -90,6 +91,17 @@ def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1]."""
     assert images_uint8.dtype == torch.uint8 and images_uint8.dim() == 3, (images_uint8.dtype, images_uint8.shape)
     return images_uint8.unsqueeze(1).to(torch.float32).div_(255)
+
+
+def translate(images, shifts, pad):
+    """images [N, C, H, W] each moved by its own shift (shifts: long [N, 2], rows then columns, each in
+    [-pad, pad]), the pixels moved in being zero. No data-dependent shapes: a CUDA graph can replay it."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # [N, H + 2 pad, W + 2 pad, C]
+    rows = torch.arange(h, device=images.device) + pad - shifts[:, :1]  # [N, H]
+    cols = torch.arange(w, device=images.device) + pad - shifts[:, 1:]  # [N, W]
+    which = torch.arange(n, device=images.device)[:, None, None]
+    return padded[which, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def read_idx(path) -> torch.Tensor:

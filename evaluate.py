@@ -169,6 +169,8 @@ MEANINGS = {
     "test_recon_bce": "reconstruction BCE, nats per test image (supervised: decoded with the image's label)",
     "test_error": "test classification error of argmax q(y|x) (§5, Table 2)",
     "test_cluster_error": "test error when each cluster takes the majority label of its training images (§6, Table 3)",
+    "test_cluster_error_exemplar": "test error when each cluster takes the label of the one training image surest of "
+                                   "it, argmax q(y = k|x): the paper's labelling (§6, there on a validation set)",
     "clusters_used": "categories that at least one test image falls into",
     "style_knn_accuracy": "label of a test image found by 5-NN among the training images' style codes z; "
                           "1 / classes means the style holds no class",

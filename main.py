@@ -79,6 +79,13 @@ def positive_float(text):
     return value
 
 
+def probability(text):
+    value = number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value + 0.0
+
+
 def non_negative_float(text):
     value = number(text)
     if not (math.isfinite(value) and value >= 0):
@@ -208,6 +215,15 @@ def build_parser():
                        help="semi_supervised, clustering, dim_reduction: weight of the term that makes each image sure "
                             "of its category (ours, not the paper's; above --balance_weight the images gather in a "
                             "few categories)")
+    paper.add_argument("--augment", type=non_negative_int, default=0, metavar="PIXELS",
+                       help="semi_supervised, clustering, dim_reduction: the phases that train the category read "
+                            "images shifted by up to this many pixels each way (ours, not the paper's); 0 = off")
+    paper.add_argument("--consistency_weight", type=non_negative_float, default=0.0,
+                       help="semi_supervised, clustering, dim_reduction: weight of a phase that asks a shifted image "
+                            "for the category of the image itself (ours, as in IMSAT); 0 = no such phase")
+    paper.add_argument("--consistency_threshold", type=probability, default=0.0,
+                       help="0: the consistency phase pulls the shifted image towards the image's q(y|x); above 0: "
+                            "towards its most likely category, for the images surer of it than this (as FixMatch)")
     paper.add_argument("--clusters", type=positive_int, default=16,
                        help="clustering (and dim_reduction with --labels 0): categories of y (16: the paper's)")
 

@@ -243,6 +243,17 @@ def _cluster_ids(pred):
     return pred.argmax(1) if pred.dim() == 2 else pred.long()
 
 
+def exemplar_cluster_accuracy(pred_clusters, labels, train_probs, train_labels):
+    """Accuracy when each cluster k takes the label of the one image of (train_probs, train_labels) that is
+    surest of it, argmax_n q(y = k | x_n): the paper's labelling (Makhzani et al. §6, on a validation set).
+
+    pred_clusters: [N] cluster ids or [N, K] probabilities; train_probs: [M, K] q(y|x) of the labelling images.
+    """
+    pred, labels = _cluster_ids(pred_clusters).cpu(), torch.as_tensor(labels).long().cpu()
+    exemplar_labels = torch.as_tensor(train_labels).long().cpu()[train_probs.cpu().argmax(0)]  # [K]
+    return float((exemplar_labels[pred] == labels).double().mean())
+
+
 def cluster_accuracy(pred_clusters, labels, train_pred=None, train_labels=None):
     """Accuracy when each cluster is labelled with the majority label of its members.
 

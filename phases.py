@@ -7,7 +7,8 @@ Every AAE trains per batch in three phases (Makhzani et al. 2016, §2):
   3. generator_phase       the encoder learns to fool the discriminator (non-saturating loss)
 
 The models of §§5-7 add classification_phase (labelled batches), category_generator_phase (the
-categorical code's generator phase, with our balance and confidence terms) and cluster_head_phase.
+categorical code's generator phase, with our balance and confidence terms), consistency_phase (ours)
+and cluster_head_phase.
 Each phase zeroes its optimiser's gradients right before its backward and returns its loss as a
 detached tensor (no host synchronisation). `encoder` may be any function of the images: a model passes
 e.g. its style head, or the code with a label appended.
@@ -80,6 +81,29 @@ def classification_phase(encoder, optimizer, x, labels, autocast=nullcontext):
     with autocast():
         logits = encoder.split(x)[0].float()
     loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def consistency_phase(encoder, optimizer, x, view, weight, autocast=nullcontext, threshold=0.0):
+    """q(y|view) takes one step towards q(y|x), held fixed: `weight` * the cross-entropy between them.
+
+    Ours, not the paper's: a category should not change when the image moves by a pixel or two (view:
+    x shifted, data.translate). Self-augmented training as in IMSAT (Hu et al. 2017), which with the
+    balance and confidence terms of category_generator_phase is its objective. threshold > 0: the target
+    is instead the one-hot of argmax q(y|x), for the images whose max q(y|x) exceeds it and no others
+    (pseudo-labels, as in FixMatch, Sohn et al. 2020). Returns the weighted loss.
+    """
+    with torch.no_grad(), autocast():
+        target = encoder.category(x).float()
+        if threshold > 0:
+            sure = target.max(1, keepdim=True).values > threshold
+            target = F.one_hot(target.argmax(1), target.shape[1]).float() * sure
+    with autocast():
+        logits = encoder.split(view)[0].float()
+    loss = weight * -(target * F.log_softmax(logits, 1)).sum(1).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

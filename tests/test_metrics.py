@@ -211,6 +211,17 @@ def test_cluster_accuracy_permuted_labels_is_perfect():
     assert metrics.cluster_accuracy(probs, labels) == 1.0
 
 
+def test_exemplar_cluster_accuracy_labels_each_cluster_by_its_surest_image():
+    train_probs = torch.tensor([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6]])
+    train_labels = torch.tensor([4, 7, 2, 9])  # the surest of cluster 0: image 0 (4); of 1: image 2 (2); of 2: image 3 (9)
+    test_pred = torch.tensor([0, 1, 2, 2, 0])
+    assert metrics.exemplar_cluster_accuracy(test_pred, torch.tensor([4, 2, 9, 9, 7]), train_probs, train_labels) == 0.8
+    # a majority of cluster 0's training images (images 0 and 1 by argmax: labels 4 and 7, tie to 4) agrees here,
+    # but one sure image of the wrong class flips a whole cluster under this labelling
+    flipped = torch.tensor([4, 7, 2, 3])
+    assert metrics.exemplar_cluster_accuracy(test_pred, torch.tensor([4, 2, 9, 9, 7]), train_probs, flipped) == 0.4
+
+
 def test_cluster_accuracy_majority_from_training_set():
     train_pred = torch.tensor([0, 0, 0, 1, 1, 2])
     train_labels = torch.tensor([5, 5, 6, 7, 7, 8])  # cluster 0 -> 5, 1 -> 7, 2 -> 8

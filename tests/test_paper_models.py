@@ -34,6 +34,8 @@ CASES = {
     "supervised": ({"mode": "supervised"}, {}, "knn_accuracy", "supervised_styles.png"),
     "semi_supervised": ({"mode": "semi_supervised"}, {"labels": 20}, "test_error", "semi_supervised_styles.png"),
     "clustering": ({"mode": "clustering", "clusters": 12}, {}, "test_cluster_error", "clustering_clusters.png"),
+    "semi_supervised_augmented": ({"mode": "semi_supervised"}, {"labels": 20, "augment": 2, "consistency_weight": 1.0},
+                                  "test_error", "semi_supervised_styles.png"),
     "dim_reduction": ({"mode": "dim_reduction"}, {"labels": 20}, "test_error", "dim_reduction_codes.png"),
     "dim_reduction_unlabelled": ({"mode": "dim_reduction", "clusters": 12}, {"labels": 0}, "test_cluster_error",
                                  "dim_reduction_clusters.png"),
@@ -407,6 +409,79 @@ def test_confidence_term_makes_each_image_sure_of_its_category(dataset):
     # mean max probability of 12 categories: 0.09 without; with, 0.19 to 0.54 in seeds 0-3
     assert sureness[1.0][0] > 2 * sureness[0.0][0], sureness
     assert sureness[1.0][1] > math.log(4)  # the batch is still spread over several categories (balance term)
+
+
+def test_translate_moves_each_image_by_its_own_shift_and_fills_with_zeros():
+    x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 1, 5, 5).repeat(3, 1, 1, 1)
+    moved = data.translate(x, torch.tensor([[0, 0], [1, 0], [0, -2]]), 2)
+    assert torch.equal(moved[0], x[0])
+    assert torch.equal(moved[1, 0, 1:], x[1, 0, :-1]) and not moved[1, 0, 0].any()  # down one row
+    assert torch.equal(moved[2, 0, :, :-2], x[2, 0, :, 2:]) and not moved[2, 0, :, -2:].any()  # left two columns
+
+
+def test_consistency_phase_pulls_a_view_towards_the_image_and_steps_the_encoder_only(dataset):
+    model_cfg, train_cfg = configs("semi_supervised_augmented")
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
+    nets = (t.encoder, t.decoder, t.discriminator, t.nets["discriminator_y"])
+    t.encoder.eval()  # no dropout: the view's q(y|x) and the image's differ by the shift alone
+    x = to_float(dataset.train.images[:50])
+    view = data.translate(x, torch.randint(-2, 3, (50, 2), generator=torch.Generator().manual_seed(0)), 2)
+
+    def disagreement():
+        with torch.no_grad():
+            p, q = t.encoder.category(x), t.encoder.category(view)
+            return (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(1).mean().item()  # KL(p || q)
+
+    for _ in range(30):  # an encoder with opinions: sure of the images' classes, less so of the views'
+        phases.classification_phase(t.encoder, t.optimizers["classification"], x, dataset.train.labels[:50])
+    before = snapshots(*nets)
+    start = disagreement()
+    for _ in range(20):
+        phases.consistency_phase(t.encoder, t.optimizers["consistency"], x, view, 1.0)
+    assert disagreement() < start / 2, (start, disagreement())
+    assert not unchanged(before[0], t.encoder)
+    assert all(unchanged(b, m) for b, m in zip(before[1:], nets[1:]))
+
+
+def test_consistency_threshold_targets_only_the_sure_images_with_their_argmax(dataset):
+    model_cfg, train_cfg = configs("semi_supervised_augmented")
+    t = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
+    t.encoder.eval()
+    x = to_float(dataset.train.images[:50])
+    for _ in range(30):  # sure of some images
+        phases.classification_phase(t.encoder, t.optimizers["classification"], x[:25], dataset.train.labels[:25])
+    with torch.no_grad():
+        probs = t.encoder.category(x)
+        log_view = torch.log_softmax(t.encoder.split(x.flip(3))[0], 1)
+    sure = probs.max(1).values > 0.9
+    assert 0 < sure.sum() < 50
+    expected = -log_view[sure].gather(1, probs[sure].argmax(1, keepdim=True)).sum() / 50
+    t.optimizers["consistency"].zero_grad()
+    loss = phases.consistency_phase(t.encoder, t.optimizers["consistency"], x, x.flip(3), 2.0, threshold=0.9)
+    assert loss.item() == pytest.approx(2 * expected.item(), rel=1e-5)
+
+
+def test_augment_changes_what_the_category_phases_read_and_draws_nothing_when_off(dataset):
+    """With --augment 0 the draws are as before the flag existed (tests/test_variants.py holds their checksums);
+    with it, each step draws a shift an image, from the prior stream that the checkpoint saves."""
+    model_cfg, train_cfg = configs("semi_supervised")
+    rows = torch.arange(50)
+    off = Trainer(model_cfg, train_cfg, "cpu", dataset.train.labels).model
+    on = Trainer(model_cfg, replace(train_cfg, augment=2), "cpu", dataset.train.labels).model
+    off.prepare(dataset), on.prepare(dataset)
+    assert {"shift", "label_shift"}.isdisjoint(off.draw(rows))
+    draws = on.draw(rows)
+    assert draws["shift"].shape == (50, 2) and draws["label_shift"].shape == (len(draws["pick"]), 2)
+    assert draws["shift"].abs().max() <= 2 and draws["shift"].float().std() > 0
+    x = to_float(dataset.train.images[:50])
+    assert torch.equal(off.view(x, draws, "shift"), x) and not torch.equal(on.view(x, draws, "shift"), x)
+
+
+@pytest.mark.parametrize("pixels", [14, 20])
+def test_augment_that_shifts_the_digits_out_of_view_is_refused(pixels):
+    model_cfg, train_cfg = configs("clustering", augment=pixels)
+    with pytest.raises(ValueError, match=f"--augment {pixels} shifts the images out of view: use 0 to 13 pixels"):
+        variants.check(model_cfg, train_cfg)
 
 
 def test_clustering_spreads_the_images_over_the_clusters(dataset):

@@ -1,30 +1,89 @@
 #!/bin/bash
-# One prepared GPU session: CUDA tests, README training runs, the benchmark. Every part has its own
-# timeout and the results are re-packed after each, so a slow part loses nothing that came before.
+# One prepared GPU session (docs/gpu/README section of docs/performance.md): the CUDA tests, then the paper's
+# categorical models, every row of docs/experiments.md's baseline table, three seeds, on the MNIST sample and
+# on Fashion-MNIST, each run evaluated beside its baseline (`main.py evaluate`). Runs go 36 at a time on the
+# one GPU; the results are packed into $OUT every minute, so a run cut short loses nothing finished.
+#
+#   bash docs/gpu/run_gpu.sh          # on the GPU machine, from the repository root; Fashion-MNIST's four
+#                                     # .gz files in .gpu_data/fashion-mnist/ (carried: not in git)
+#   DEVICE=cpu PARALLEL=3 SEEDS=0 FASHION_EPOCHS=0 SAMPLE_EPOCHS=1 bash docs/gpu/run_gpu.sh    # a dry run of the plumbing here
 export PYTHONUNBUFFERED=1
-R=/tmp/results; mkdir -p $R
+DEVICE=${DEVICE:-cuda} PARALLEL=${PARALLEL:-12} SEEDS=${SEEDS:-0 1 2} FASHION_EPOCHS=${FASHION_EPOCHS:-30} SAMPLE_EPOCHS=${SAMPLE_EPOCHS:-100} OUT=${OUT:-/tmp/out}
+mkdir -p $OUT
+R=${R:-/tmp/results}; mkdir -p $R
 exec > >(tee $R/gpu_log.txt) 2>&1
-pack() { tar czf $OUT/results.tgz -C /tmp --exclude='*.pt' results; }
 FM=.gpu_data/fashion-mnist
+pack() {  # logs and numbers of every run, pictures of seed 0 only (the 16 MiB a file that comes back)
+    (cd /tmp && find results -name '*.pt' -prune -o -type f \( ! -name '*.png' -o -path '*-0/*' \) -print |
+        tar czf $OUT/results.tgz -T -)
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 date
-echo "== part 1: CUDA tests (every model: CUDA-graph replays against eager steps)"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_priors.py tests/test_perf.py tests/test_variants.py -k "cuda or graph" 2>&1 | tail -8
-pack
-echo "== part 2: default 100 epochs, Fashion-MNIST"; date
-timeout 270 python3 main.py --dataset fashion-mnist --directory $FM --epochs 100 --weights $R/fm100 --device cuda
-timeout 60 python3 main.py evaluate --weights $R/fm100 --device cuda
-pack
-echo "== part 3: benchmark"; date
-timeout 170 python3 bench.py --device cuda --profile --json $R/bench_gpu.json
-pack
-echo "== part 4: default 100 epochs, embedded MNIST sample"; date
-timeout 60 python3 main.py --dataset mnist-sample --epochs 100 --weights $R/ms100 --device cuda
-timeout 40 python3 main.py evaluate --weights $R/ms100 --device cuda
-pack
-echo "== part 5: the fast configuration (bench.FAST), Fashion-MNIST"; date
-timeout 60 python3 main.py --dataset fashion-mnist --directory $FM --precision bf16 --lr_decay cosine --epochs 38 --weights $R/fast --device cuda
-timeout 60 python3 main.py evaluate --weights $R/fast --device cuda
+
+echo "== part 1, in the background: CUDA tests (every model: CUDA-graph replays against eager steps)"
+(timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_variants.py -k "cuda" > $R/cuda_tests.txt 2>&1;
+ echo "exit $?" >> $R/cuda_tests.txt) &
+tests=$!
+
+echo "== part 2: the categorical models, three seeds each"
+# name: the flags of one setting (docs/experiments.md says what each is)
+declare -A SETTING=(
+    [today]=""
+    [imsat]="--augment 2 --consistency_weight 1 --balance_weight 0.4 --confidence_weight 0.1"
+    [pseudo]="--augment 2 --consistency_weight 1 --balance_weight 0.4 --confidence_weight 0.1 --consistency_threshold 0.95"
+    [cosine]="--lr_decay cosine"
+)
+declare -A ROW=(
+    [cluster16]="--mode clustering --clusters 16"
+    [cluster30]="--mode clustering --clusters 30"
+    [semi100]="--mode semi_supervised --labels 100"
+    [semi1000]="--mode semi_supervised --labels 1000"
+    [plain]=""
+)
+add() {  # DATA EPOCHS ROW SETTING: one line a seed, into the data set's queue
+    local data=$1 epochs=$2 row=$3 setting=$4 where=""
+    [ "$data" = fashion-mnist ] && where="--directory $FM"
+    for seed in $SEEDS; do
+        echo "$data-$row-$setting-$seed --dataset $data $where --epochs $epochs --seed $seed ${ROW[$row]} ${SETTING[$setting]}" |
+            tr -s ' ' | sed 's/ $//' >> $R/jobs-$data.txt  # no trailing blank: xargs -L would join the next line on
+    done
+}
+: > $R/jobs-fashion-mnist.txt; : > $R/jobs-mnist-sample.txt
+for setting in today cosine; do  # the plain AAE: issue 16's 5-NN and BCE targets (sample 100 epochs, Fashion 10)
+    add mnist-sample $SAMPLE_EPOCHS plain $setting
+    [ $FASHION_EPOCHS -gt 0 ] && add fashion-mnist 10 plain $setting
+done
+for setting in today imsat pseudo; do
+    for row in cluster16 cluster30 semi100 semi1000; do add mnist-sample $SAMPLE_EPOCHS $row $setting; done
+done
+if [ $FASHION_EPOCHS -gt 0 ]; then
+    for row in cluster16 cluster30 semi100 semi1000; do add fashion-mnist $FASHION_EPOCHS $row imsat; done
+    for row in semi100 semi1000; do add fashion-mnist $FASHION_EPOCHS $row pseudo; done
+fi
+wc -l $R/jobs-*.txt
+one() {  # NAME FLAGS...: train, then evaluate beside the baseline
+    local name=$1; shift
+    python3 main.py train --device $DEVICE --threads 1 --weights $R/$name "$@" > $R/$name.log 2>&1 &&
+        python3 main.py evaluate --device $DEVICE --threads 1 --weights $R/$name --out $R/$name/evaluate >> $R/$name.log 2>&1
+    echo "$(date +%T) $name: exit $?"
+}
+export -f one; export R DEVICE
+(while sleep 60; do pack; done) &
+packer=$!
+# two queues side by side, so that the long Fashion-MNIST runs do not hold back the sample's
+timeout 470 xargs -P $((2 * PARALLEL)) -L 1 bash -c 'one "$@"' _ < $R/jobs-fashion-mnist.txt &
+fashion=$!
+timeout 470 xargs -P $PARALLEL -L 1 bash -c 'one "$@"' _ < $R/jobs-mnist-sample.txt
+wait $fashion
+wait $tests
+kill $packer
+date
+for data in fashion-mnist mnist-sample; do
+    mkdir -p /tmp/grid-$data
+    for d in $R/$data-*; do [ -d $d ] && ln -sfn $d /tmp/grid-$data/$(basename $d | sed "s/^$data-//"); done
+    echo "== $data"; python3 docs/summarise_grid.py /tmp/grid-$data
+done
+cat $R/cuda_tests.txt
 pack
 date; echo "== done"
