@@ -30,9 +30,8 @@ from phases import discriminator_phase, generator_phase, reconstruction_phase
 
 
 # The discriminators' Adam rate (--dis_lr) when none is given, for every model but the plain AAE: the rate
-# the paper's other models were tuned and measured at. The plain AAE's 2e-4 let the tests' tiny clustering
-# runs collapse to one category in 3 of 4 seeds (8e-4: 2 to 7 of 12 categories used), and gave 53.1 % error
-# against 49.1 % on mnist-sample (clustering, 16 clusters, 10 epochs).
+# the paper's other models were tuned and measured at. In earlier runs the plain AAE's 2e-4 let the tests'
+# tiny clustering runs collapse to one category, and clustered the MNIST sample worse.
 PAPER_MODELS_DIS_LR = 8e-4
 # Offsets from the seed (the loop uses seed, +1, +2): which examples are labelled; labelled batches.
 SELECT_SEED, LABEL_BATCH_SEED = 3, 4

@@ -406,8 +406,8 @@ def matrix_products(averages, steps, peak):
 
 # -- time to quality: whole runs on real data ------------------------------------------------------
 
-# The defaults in bf16 for 38 epochs with a cosine learning-rate decay: the default's 100-epoch test
-# reconstruction and Parzen figures in about a quarter of its time on the CPU (docs/performance.md)
+# The defaults in bf16 for 38 epochs with a cosine learning-rate decay: a candidate for the default's 100-epoch
+# test reconstruction and Parzen figures in far less time (`bench.py --quality` measures it; docs/performance.md)
 FAST = "fast:precision=bf16,epochs=38,lr_decay=cosine"
 
 

@@ -225,10 +225,10 @@ class CategoricalAAE(Variant):
         if self.reads_labels():  # §5, Table 2
             out["test_error"] = classification_error(test_pred, test.labels)
         else:  # §6, Table 3: each cluster takes the majority label of its training members
-            train_probs = self.category_probabilities(train.images)
-            out["test_cluster_error"] = 1 - metrics.cluster_accuracy(test_pred, test.labels, train_probs.argmax(1),
-                                                                     train.labels)
+            train_pred = self.predict_category(train.images)
+            out["test_cluster_error"] = 1 - metrics.cluster_accuracy(test_pred, test.labels, train_pred, train.labels)
             # the paper's labelling: each cluster takes the label of the training image surest of it
+            train_probs = self.category_probabilities(train.images)
             out["test_cluster_error_exemplar"] = 1 - metrics.exemplar_cluster_accuracy(test_pred, test.labels,
                                                                                        train_probs, train.labels)
             out["clusters_used"] = int(test_pred.unique().numel())

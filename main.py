@@ -207,18 +207,18 @@ def build_parser():
                             "from --seed) or -1 for all")
     paper.add_argument("--classification_lr", type=positive_float, default=3e-3,
                        help="Adam learning rate of the cross-entropy phase on labelled batches")
-    paper.add_argument("--balance_weight", type=non_negative_float, default=1.0,
+    paper.add_argument("--balance_weight", type=non_negative_float, default=0.4,
                        help="semi_supervised, clustering, dim_reduction: weight of the term that keeps a batch spread "
-                            "over the categories (ours, not the paper's; 0 here and in --confidence_weight = the "
-                            "paper's loss)")
-    paper.add_argument("--confidence_weight", type=non_negative_float, default=1.0,
+                            "over the categories (ours, not the paper's; the paper's loss: 0 here, in --confidence_weight "
+                            "and in --consistency_weight)")
+    paper.add_argument("--confidence_weight", type=non_negative_float, default=0.1,
                        help="semi_supervised, clustering, dim_reduction: weight of the term that makes each image sure "
                             "of its category (ours, not the paper's; above --balance_weight the images gather in a "
                             "few categories)")
-    paper.add_argument("--augment", type=non_negative_int, default=0, metavar="PIXELS",
+    paper.add_argument("--augment", type=non_negative_int, default=2, metavar="PIXELS",
                        help="semi_supervised, clustering, dim_reduction: the phases that train the category read "
                             "images shifted by up to this many pixels each way (ours, not the paper's); 0 = off")
-    paper.add_argument("--consistency_weight", type=non_negative_float, default=0.0,
+    paper.add_argument("--consistency_weight", type=non_negative_float, default=1.0,
                        help="semi_supervised, clustering, dim_reduction: weight of a phase that asks a shifted image "
                             "for the category of the image itself (ours, as in IMSAT); 0 = no such phase")
     paper.add_argument("--consistency_threshold", type=probability, default=0.0,

@@ -78,7 +78,10 @@ def test_original_flags_and_defaults():
 
 def test_schedule_balance_and_confidence_flags_reach_the_training_config():
     cfg = commands.configs_from(parse())[1]
-    assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("none", 1.0, 1.0)
+    assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("none", 0.4, 0.1)
+    assert (cfg.augment, cfg.consistency_weight, cfg.consistency_threshold) == (2, 1.0, 0.0)
+    cfg = commands.configs_from(parse("--augment", "0", "--consistency_weight", "3", "--consistency_threshold", "0.9"))[1]
+    assert (cfg.augment, cfg.consistency_weight, cfg.consistency_threshold) == (0, 3.0, 0.9)
     cfg = commands.configs_from(parse("--lr_decay", "cosine", "--balance_weight", "0", "--confidence_weight", "0.5"))[1]
     assert (cfg.lr_decay, cfg.balance_weight, cfg.confidence_weight) == ("cosine", 0.0, 0.5)
 
@@ -204,13 +207,17 @@ def test_a_checkpoint_from_before_a_field_resumes_with_what_it_was_trained_with(
     assert main.main(["--directory", str(idx_dir), "--weights", str(weights), "--epochs", "1", "--mode", "clustering",
                       "--clusters", "4", "--latent_dim", "2"]) == 0
     ckpt = torch.load(weights / "aae.pt", weights_only=True)
-    assert ckpt["train_config"]["confidence_weight"] == 1.0
-    del ckpt["train_config"]["confidence_weight"]  # as written before the confidence term existed
+    assert (ckpt["train_config"]["confidence_weight"], ckpt["train_config"]["augment"]) == (0.1, 2)
+    for field in ("confidence_weight", "augment", "consistency_weight"):  # as written before each existed
+        del ckpt["train_config"][field]
     utils.save_checkpoint(ckpt, weights / "aae.pt")
     actions = {a.dest: a for a in main.build_parser()._actions}
     args = commands.merge_resume(parse("--weights", str(weights), "--resume"), {}, ckpt, actions)
-    assert commands.configs_from(args)[1].confidence_weight == config.UNSAVED_VALUES["confidence_weight"] == 0.0
+    resumed = commands.configs_from(args)[1]
+    assert resumed.confidence_weight == config.UNSAVED_VALUES["confidence_weight"] == 0.0
+    assert (resumed.augment, resumed.consistency_weight) == (0, 0.0)
     assert utils.load_models(weights).train_cfg.confidence_weight == 0.0
+    assert utils.load_models(weights).train_cfg.augment == 0
     with pytest.raises(main.UsageError, match=r"--confidence_weight 1.0 \(checkpoint: 0.0\)"):
         commands.merge_resume(parse("--resume", "--confidence_weight", "1"), {"confidence_weight": 1.0}, ckpt,
                               actions)
