@@ -46,7 +46,7 @@ paper-loss)  # the categorical models with the paper's loss (none of our terms, 
     $PY main.py $common --mode semi_supervised --labels 100 --weights runs/paper-loss/semi100-0 ;;
 baselines)  # each categorical model's baseline beside its number: python main.py evaluate of each run above
     for run in cluster16 semi100 semi1000 dimred; do
-        for seed in 0 1 2; do $PY main.py evaluate --weights runs/models/$run-$seed --out runs/models/$run-$seed/evaluate; done
+        for seed in 0 1 2; do $PY main.py evaluate --weights runs/models/$run-$seed --out runs/models/$run-$seed/evaluate --threads 1; done
     done ;;
 codes)    # clustering's other baseline: k-means on the codes of the plain AAE of `sample` (8-D, 100 epochs)
     for seed in 0 1 2; do
