@@ -9,8 +9,11 @@ each beside the model's own number (`--baselines False` skips them). Everything 
 generators passed or made here, so a baseline is the same number on every run.
 """
 
+import sys
+
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import metrics
 from data import to_float
@@ -80,7 +83,9 @@ def labels_alone_error(data, labels, model_cfg, seed=0, lr=1e-3):
         steps_per_epoch = -(-len(x) // batch)
         steps = min(LABELS_ALONE_EPOCHS * steps_per_epoch, LABELS_ALONE_MAX_STEPS)
         order = torch.empty(0, dtype=torch.long)
-        for _ in range(steps):
+        # on a terminal, a bar with the time left: a slow CPU takes a minute or more
+        for _ in tqdm(range(steps), desc="baseline: the network on the labels alone", unit="step", leave=False,
+                      disable=not sys.stderr.isatty()):
             if len(order) < batch:
                 order = torch.cat([order, torch.randperm(len(x), generator=g)])
             pick, order = order[:batch], order[batch:]

@@ -17,11 +17,13 @@ gives the same numbers every time and never moves a training run's random stream
 """
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import metrics
 import plots
@@ -88,11 +90,20 @@ def evaluate_checkpoint(model, dataset, config=None):
     seconds = {}
     started = time.perf_counter()
 
+    # on a terminal, a bar with the time left; each part weighs roughly what it costs (docs/metrics.md)
+    weights = {"parzen": 50, "reconstruction": 5, "knn": 40, "prior_match": 5}
+    bar = tqdm(total=sum(weights.values()), desc="evaluate: parzen", bar_format="{desc} {bar} {remaining} left",
+               leave=False, disable=not sys.stderr.isatty())
+    parts = iter(weights)
+    next(parts)
+
     def lap(name):
         nonlocal started
         now = time.perf_counter()
         seconds[name] = round(now - started, 3)
         started = now
+        bar.update(weights[name])
+        bar.set_description(f"evaluate: {next(parts, 'done')}")
 
     test_images = to_float(test.images).to(device)
     samples = model.decode(model.sample_prior(c.parzen_samples, generator=gen)).flatten(1)
@@ -119,6 +130,7 @@ def evaluate_checkpoint(model, dataset, config=None):
     described = priors.describe(name, model.model_cfg.latent_dim, **params)
     moments = metrics.moment_match(test_codes, described["mean"], described["std"])
     lap("prior_match")
+    bar.close()
 
     return {
         "parzen_ll": parzen["mean"], "parzen_sem": parzen["sem"], "parzen_sigma": parzen["sigma"],

@@ -1,12 +1,14 @@
 """The evaluate command: its protocol, every file the report promises, its errors, --eval_every."""
 
 import json
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 
+import baselines
 import data
 import evaluate
 import main
@@ -167,3 +169,20 @@ def test_eval_every_logs_metrics_and_leaves_training_unchanged(idx_dir, tmp_path
     for net in ("encoder", "decoder", "discriminator"):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k}"
+
+
+def test_a_terminal_sees_how_long_the_evaluation_and_the_baseline_have_left(weights, dataset, monkeypatch, capsys):
+    """On a terminal, evaluate's parts and the labels-alone baseline each draw a tqdm bar with the time left;
+    into a file or a pipe (the tests' stderr), nothing."""
+    trained = utils.load_models(weights)
+    config = evaluate.EvalConfig(parzen_samples=70, parzen_validation=40)
+    labels = torch.full_like(dataset.train.labels, -1)
+    labels[:20] = dataset.train.labels[:20]
+    evaluate.evaluate_checkpoint(trained, dataset, config)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: True, raising=False)
+    evaluate.evaluate_checkpoint(trained, dataset, config)
+    baselines.labels_alone_error(dataset, labels, trained.model_cfg)
+    err = capsys.readouterr().err
+    assert "evaluate: parzen" in err and "evaluate: knn" in err and " left" in err
+    assert "baseline: the network on the labels alone" in err and "step" in err
