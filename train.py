@@ -166,7 +166,7 @@ class Trainer:
         order = shard(order, self.rank, self.world_size).to(self.device)
         n_steps = math.ceil(len(order) / b)
         self.model.train()
-        bar = progress(total=n_steps, initial=first, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        bar = progress(total=n_steps, initial=first, desc=self.progress_text())
         for i in range(first, n_steps):
             self.train_batch(train_images, order[i * b : (i + 1) * b], sums)
             self.step += 1
@@ -180,6 +180,15 @@ class Trainer:
             torch.distributed.all_reduce(sums)
             sums /= self.world_size
         return dict(zip(self.model.columns, (sums / n_steps).tolist()))  # the epoch's one host synchronisation
+
+    def progress_text(self):
+        """The bar's label: the epoch, and after the first the whole run's time left at the recent epochs' speed."""
+        text = f"epoch {self.epoch + 1}/{self.cfg.epochs}"
+        recent = [row["seconds"] for row in self.history[-5:] if "seconds" in row]
+        if recent:
+            left = round(sum(recent) / len(recent) * (self.cfg.epochs - self.epoch))
+            text += f", run {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
+        return text
 
     def fit(self, data, save=None, log=print, should_stop=lambda: False, progress=None, evaluate=None):
         """Train until cfg.epochs epochs are complete.

@@ -268,3 +268,26 @@ def test_a_step_with_tensor_rates_equals_one_with_number_rates(tiny_model, tiny_
     for name in ("encoder", "decoder", "discriminator"):
         for (k, v), w in zip(a.model.nets[name].state_dict().items(), b.model.nets[name].state_dict().values()):
             assert torch.equal(v, w), f"{name}.{k}"
+
+
+def test_the_progress_bar_says_the_epoch_and_after_the_first_the_runs_time_left(tiny_model, tiny_train, dataset):
+    """Each epoch's bar (commands.tqdm_progress on a terminal) is labelled with the run's time left, at the mean
+    speed of the last five epochs."""
+    labels = []
+
+    class Bar:
+        def __init__(self, total, initial, desc):
+            labels.append(desc)
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    t = Trainer(tiny_model, replace(tiny_train, epochs=3), "cpu")
+    t.fit(dataset, log=lambda line: None, progress=Bar)
+    assert labels[0] == "epoch 1/3"
+    assert [label.split(",")[0] for label in labels] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    left = round(t.history[0]["seconds"] * 2)  # after epoch 1: two epochs at epoch 1's speed
+    assert labels[1] == f"epoch 2/3, run {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
