@@ -146,7 +146,7 @@ class Trainer:
             draws = self.model.draw(index)
             self.model.step(to_float(train_images[index]), index, draws, sums)
 
-    def run_epoch(self, train_images, should_stop, progress):
+    def run_epoch(self, train_images, should_stop, progress, watch=None):
         """One pass over the training split in a fresh random order; returns the mean of each column.
 
         Raises Interrupted (after saving progress into self.partial) when should_stop() turns true.
@@ -171,6 +171,8 @@ class Trainer:
             self.train_batch(train_images, order[i * b : (i + 1) * b], sums)
             self.step += 1
             bar.update(1)
+            if watch is not None:
+                watch.step(self, sums, i + 1)
             if should_stop() and i + 1 < n_steps:
                 bar.close()
                 self.partial = {"data_rng": start_state, "step_in_epoch": i + 1, "sums": sums.cpu()}
@@ -190,11 +192,13 @@ class Trainer:
             text += f", run {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
         return text
 
-    def fit(self, data, save=None, log=print, should_stop=lambda: False, progress=None, evaluate=None):
+    def fit(self, data, save=None, log=print, should_stop=lambda: False, progress=None, evaluate=None, watch=None):
         """Train until cfg.epochs epochs are complete.
 
         data: a `data.Dataset`; save(trainer): called after every epoch and on interruption;
-        evaluate(trainer) -> dict: extra figures for this epoch's history row, or None.
+        evaluate(trainer) -> dict: extra figures for this epoch's history row, or None;
+        watch: an object whose step(trainer, sums, steps_in_epoch) runs after every step and epoch(trainer)
+        after every epoch's row (dashboard.Dashboard).
         """
         progress = progress or _no_progress
         assert self.model.labels is not None or not self.model.reads_labels(), "it trains on labels: pass train_labels"
@@ -204,7 +208,7 @@ class Trainer:
             started = time.perf_counter()
             self.set_learning_rates()
             try:
-                means = self.run_epoch(train_images, should_stop, progress)
+                means = self.run_epoch(train_images, should_stop, progress, watch)
             except Interrupted:
                 if save is not None:
                     save(self)
@@ -221,6 +225,8 @@ class Trainer:
             self.history.append(row)
             if self.rank == 0:
                 log(format_row(row, self.cfg.epochs))
+            if watch is not None:
+                watch.epoch(self)
             if save is not None:
                 save(self)
             if should_stop() and self.epoch < self.cfg.epochs:
