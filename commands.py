@@ -1,4 +1,5 @@
-"""What `main.py train`, `draw` and `evaluate` do once their flags are parsed (main.py parses them).
+"""What `main.py train`, `draw`, `evaluate`, `encode` and `generate` do once their flags are parsed (main.py
+parses them).
 
     import commands, main
     parser = main.build_parser()
@@ -11,6 +12,8 @@ data, such as more --labels than the data has, comes after it is read). The erro
 """
 
 import argparse
+import csv
+import io
 import math
 import os
 import signal
@@ -20,16 +23,20 @@ from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 import evaluate as evaluation
 import plots
+import priors
 import utils
 import variants
 from config import UNSAVED_VALUES, ModelConfig, TrainConfig, model_config_from
-from data import load_dataset
+from data import DataError, load_dataset, read_idx
+from models import one_hot
 from train import Interrupted, NonFiniteLoss, Trainer
 
 EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
@@ -386,3 +393,253 @@ def evaluate(args, typed):
         print(path)
     print(f"evaluated in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+# -- encode and generate ---------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CHUNK = 10_000  # images converted to floats at a time (a multiple of the models' own batches of 1,000)
+GRID_MOST = 10_000  # generate --grid: past this the one picture is tens of thousands of pixels wide
+
+
+def encode(args):
+    """The encode command: the codes of args.images (and a categorical model's class or cluster) into args.out."""
+    set_threads(args.threads)
+    out, fmt = encode_target(args.out, args.format)
+    device = utils.choose_device(args.device)
+    model, _ = load(args.weights, device)
+    names, images = read_images(args.images, model.model_cfg.image_shape)
+    utils.check_writable(out.parent, "--out")
+
+    def floats(start):  # images[start : start + CHUNK] in [0, 1], as data.to_float makes them
+        chunk = images[start : start + CHUNK]
+        return chunk.to(torch.float32).div_(255) if chunk.dtype == torch.uint8 else chunk
+
+    starts = range(0, len(images), CHUNK)
+    codes = torch.cat([model.encode(floats(i)).cpu() for i in starts])
+    kind = category = probability = None
+    if hasattr(model, "predict_category"):  # the categorical models: q(y|x)'s most likely category
+        kind = "class" if model.reads_labels() else "cluster"
+        category = torch.cat([model.predict_category(floats(i)).cpu() for i in starts])
+        probs = torch.cat([model.category_probabilities(floats(i)).cpu() for i in starts])
+        probability = probs.gather(1, category[:, None]).squeeze(1)
+    latent = model.model_cfg.latent_dim  # the code is [y, z]: a category part y (where it has one), then z
+    columns = [f"y{i}" for i in range(codes.shape[1] - latent)] + [f"z{i}" for i in range(latent)]
+    if fmt == "csv":
+        files = [(out, lambda tmp: tmp.write_text(codes_csv(names, columns, codes, kind, category, probability),
+                                                  newline=""))]
+    else:
+        base = out.name[: -len(".npy")] if out.name.lower().endswith(".npy") else out.name
+        arrays = [(out, codes.numpy())]
+        if kind is not None:
+            arrays += [(out.with_name(f"{base}.{kind}.npy"), category.numpy()),
+                       (out.with_name(f"{base}.probability.npy"), probability.numpy())]
+        files = [(path, lambda tmp, a=array: np.save(tmp, a)) for path, array in arrays]
+    written = utils.write_together(files)
+    source = f"{len(images)} image{'s' * (len(images) != 1)}"
+    source += " (in file-name order)" if len(names or []) > 1 else ""
+    print(f"encoded {source} with {model.title}: codes {list(codes.shape)}"
+          + (f", and each image's {kind} and its probability" if kind else ""))
+    for path in written:
+        print(path)
+    return 0
+
+
+def encode_target(out, fmt):
+    """The file encode writes and its format, from --out and --format; UsageError where they disagree."""
+    out = Path(out if out is not None else f"codes.{fmt or 'npy'}")
+    suffix = out.suffix.lower()
+    fmt = fmt or ("csv" if suffix == ".csv" else "npy")
+    if suffix in (".npy", ".csv") and suffix != f".{fmt}":
+        raise UsageError(f"--out {out} ends in {out.suffix} but --format {fmt} writes "
+                         f"{'a CSV' if fmt == 'csv' else 'a .npy array'}: name it {out.with_suffix('.' + fmt)}, "
+                         "or drop --format")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: give a file in it, such as {out / ('codes.' + fmt)}")
+    return out, fmt
+
+
+def codes_csv(names, columns, codes, kind, category, probability):
+    """The CSV text: a header, then a row per image (its file name, or its index in the array)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file" if names else "index", *columns, *([kind, "probability"] if kind else [])])
+    if kind:
+        category, probability = category.tolist(), probability.tolist()
+    for i, code in enumerate(codes.tolist()):
+        extra = [category[i], f"{probability[i]:.9g}"] if kind else []
+        writer.writerow([names[i] if names else i, *(f"{v:.9g}" for v in code), *extra])  # 9 digits: float32 exact
+    return text.getvalue()
+
+
+def read_images(path, shape):
+    """(file names or None, images) from --images: a folder or one PNG/JPEG (names), an IDX file or a .npy
+    array (None). images: uint8 [N, C, H, W], or float32 in [0, 1] from a float array."""
+    path = Path(path)
+    if path.is_dir():
+        return read_folder(path, shape)
+    if not path.exists():
+        raise DataError(f"--images {path}: no such file or folder")
+    if not path.is_file():
+        raise DataError(f"--images {path} is not a file or a folder")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path.name], read_image(path, shape)[None]
+    if path.suffix.lower() == ".npy":
+        return None, read_array(path, shape)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise DataError(f"cannot read --images {path}: {e.strerror or e}") from None
+    if head[:2] != b"\x1f\x8b" and head[:3] != b"\x00\x00\x08":  # gzip's magic, or IDX's of unsigned bytes
+        raise DataError(f"--images {path} is not a folder, a .png/.jpg image, a .npy array or an IDX file "
+                        "(gzipped or plain): give one of those")
+    return None, shaped(read_idx(path), shape, path)
+
+
+def read_folder(folder, shape):
+    """The PNG/JPEG files of `folder` (not its subfolders), sorted by name, as (names, uint8 [N, C, H, W])."""
+    try:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                        and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+    except OSError as e:
+        raise DataError(f"cannot read the --images folder {folder}: {e.strerror or e}") from None
+    if not files:
+        raise DataError(f"--images {folder} holds no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}; "
+                        "subfolders are not read)")
+    return [p.name for p in files], torch.stack([read_image(p, shape) for p in files])
+
+
+def read_image(path, shape):
+    """One image file as the model's shape (C, H, W): grey or RGB, resized if need be: uint8 [C, H, W]."""
+    channels, height, width = shape
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey, which convert("L") would clip
+                grey = (np.array(image, dtype=np.int64).clip(0, 65535) + 128) // 257
+                image = Image.fromarray(grey.astype(np.uint8))
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+    except Exception as e:  # PIL raises many kinds for a file that is not a whole image
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
+    return pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # [H, W(, C)] -> [C, H, W]
+
+
+def read_array(path, shape):
+    """A .npy array of images: integers in 0..255 (uint8 [N, C, H, W]) or floats in [0, 1] (float32)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as e:  # not a .npy, truncated, or an array of Python objects
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"--images {path} is not a readable .npy array ({detail})") from None
+    kind = array.dtype.kind
+    if kind in "ui" and array.size and (array.min() < 0 or array.max() > 255):
+        raise DataError(f"--images {path} holds whole numbers from {array.min()} to {array.max()}: pixels must lie "
+                        "in 0..255 (or be floats in [0, 1])")
+    if kind == "f" and array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+        raise DataError(f"--images {path} holds floats outside [0, 1] (from {np.nanmin(array):.4g} to "
+                        f"{np.nanmax(array):.4g}, or not finite): scale the pixels to [0, 1], or give uint8 0..255")
+    if kind not in "uif":
+        raise DataError(f"--images {path} holds {array.dtype} values: give uint8 pixels 0..255 or floats in [0, 1]")
+    images = torch.from_numpy(array.astype(np.uint8 if kind in "ui" else np.float32))
+    return shaped(images, shape, path)
+
+
+def shaped(images, shape, path):
+    """images [N, H, W], [N, C, H, W] or [N, C*H*W] as [N, C, H, W] of the model's shape, or DataError."""
+    channels, height, width = shape
+    if images.dim() == 3 and channels == 1 and tuple(images.shape[1:]) == (height, width):
+        images = images[:, None]
+    elif images.dim() == 2 and images.shape[1] == channels * height * width:
+        images = images.reshape(-1, *shape)
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        want = f"[N, {height}, {width}]" if channels == 1 else f"[N, {channels}, {height}, {width}]"
+        raise DataError(f"--images {path} holds an array of shape {list(images.shape)}; the model takes images "
+                        f"{want} ([N, {channels}, {height}, {width}] or [N, {channels * height * width}] also do)")
+    if len(images) == 0:
+        raise DataError(f"--images {path} holds no images")
+    return images
+
+
+def generate(args):
+    """The generate command: prior draws decoded, a PNG file each or one grid, into args.out."""
+    set_threads(args.threads)
+    device = utils.choose_device(args.device)
+    n, g = args.number, torch.Generator().manual_seed(args.seed)
+    if args.grid and n > GRID_MOST:
+        raise UsageError(f"-n {n} is too many for one --grid picture: use -n {GRID_MOST} or fewer, or drop --grid")
+    model, checkpoint = load(args.weights, device)
+    out = Path(args.out) if args.out else checkpoint.parent / "generated"
+    which = ""
+    if args.category is None:
+        codes = model.sample_prior(n, generator=g)  # what model.sample(n, seed) decodes
+        nrow = prior_categories(model) or 10  # one category a column (sample_prior's row i is category i mod K)
+    else:
+        (codes, which), nrow = class_codes(model, n, args.category, g), 10
+    if not args.grid and out.is_dir():
+        earlier = sum(1 for _ in out.glob("sample_*.png"))
+        if earlier:
+            raise UsageError(f"{out} holds {earlier} sample{'s' * (earlier != 1)} (sample_*.png) of an earlier "
+                             "generate: pass another --out, or delete them")
+    utils.check_writable(out, "--out")
+    if args.grid:
+        images = model.decode(codes).cpu()
+        written = utils.write_together([(out / "grid.png", lambda tmp: plots.save_grid(images, tmp, nrow=nrow))])
+        print(f"{n} images of {model.title}{which} (seed {args.seed}), in one grid:")
+        print(written[0])
+        return 0
+    digits = max(4, len(str(n - 1)))
+    written = utils.write_together(png_files(model, codes, out, digits), fsync=False)  # --seed makes them again
+    print(f"{n} images of {model.title}{which} (seed {args.seed}): {written[0].name} to {written[-1].name} in {out}/")
+    return 0
+
+
+def png_files(model, codes, folder, digits):
+    """(path, save) for each image decoded from `codes`, decoded 1,000 at a time (as model.decode batches)."""
+    for start in range(0, len(codes), 1000):
+        images = model.decode(codes[start : start + 1000]).cpu()
+        # to 0..255 as torchvision's save_image rounds; [C, H, W] -> [H, W] (grey) or [H, W, C]
+        pixels = images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i, image in enumerate(pixels, start):
+            picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+            yield folder / f"sample_{i:0{digits}d}.png", lambda tmp, p=picture: p.save(tmp)
+
+
+def prior_categories(model):
+    """K where the model's prior draws are [one-hot of a category, style] (sample_prior's row i holds category
+    i mod K: the supervised and the categorical models), else 0."""
+    return model.sample_prior(1, generator=torch.Generator().manual_seed(0)).shape[1] - model.model_cfg.latent_dim
+
+
+def classes_of(model):
+    """(how many, what to call one) of the classes or clusters a model decodes from; (0, None) for none.
+
+    A model with a category in its prior has K; one that read labels without (the label discriminator)
+    ties each class to a part of its 2-D prior."""
+    k = prior_categories(model)
+    if k:
+        return k, "class" if model.reads_labels() else "cluster"
+    return (model.model_cfg.n_classes, "class") if model.reads_labels() else (0, None)
+
+
+def class_codes(model, n, k, generator):
+    """(n prior draws of class (or cluster) k, as the decoder takes them, ", class k" or ", cluster k");
+    UsageError if the model has no such class."""
+    count, kind = classes_of(model)
+    if not count:
+        raise UsageError(f"{model.title} decodes no class: drop --class (the supervised, semi_supervised, "
+                         "clustering and dim_reduction models, and a label discriminator trained with labels, have "
+                         "classes)")
+    if k >= count:
+        raise UsageError(f"--class {k}: {model.title} has {kind}{'es' if kind == 'class' else 's'} 0 to {count - 1}")
+    if prior_categories(model):  # sample_prior's [one-hot of the category, style], every row of category k
+        style = model.sample_style(n, generator)
+        return torch.cat([one_hot(torch.full((n,), k, device=style.device), count, style.dtype), style], 1), \
+            f", {kind} {k}"
+    # the label discriminator: class k's part of its prior, as its training draws it (LabelDiscriminatorAAE.draw)
+    return priors.sample(model.train_cfg.prior, n, model.model_cfg.latent_dim, generator=generator,
+                         device=model.device, index=torch.full((n,), k), n_components=count), f", {kind} {k}"

@@ -5,10 +5,12 @@
     python main.py --resume                                     # continue weights/aae.pt
     python main.py draw --weights weights                       # pictures of what the model learned
     python main.py evaluate --weights weights                   # metrics.json + report.md (docs/metrics.md)
+    python main.py encode --weights weights --images DIR --out codes.npy   # codes of your images
+    python main.py generate --weights weights -n 1000 --out samples        # 1,000 PNGs from prior draws
     torchrun --nproc_per_node 4 main.py --epochs 100            # 4 GPUs (or CPU processes), one process each
 
 With no command it trains. `python main.py --help` lists the commands; `python main.py train --help`
-(and draw's, evaluate's) every flag with its default. Errors a user can cause print one line and
+(and each other command's) every flag with its default. Errors a user can cause print one line and
 exit with a non-zero code: 2 for bad flags, 1 for data or weights files that cannot be used, 3 for a
 diverged run, 130/143 after Ctrl-C/SIGTERM (resumable).
 """
@@ -26,7 +28,7 @@ from priors import PRIORS
 from utils import CheckpointError, FolderBusy, SaveError
 from variants import MODES
 
-COMMANDS = ("train", "draw", "evaluate")
+COMMANDS = ("train", "draw", "evaluate", "encode", "generate")
 PICTURES = ("all", "interpolation", "samples", "reconstructions", "losses", "mode")
 
 
@@ -146,7 +148,8 @@ class Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default:" in text or action.default is argparse.SUPPRESS or action.option_strings == ["-h", "--help"]:
+        if ("default:" in text or action.default is argparse.SUPPRESS or action.required
+                or action.option_strings == ["-h", "--help"]):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -290,18 +293,71 @@ def build_evaluate_parser():
     return p
 
 
-PARSERS = {"train": build_parser, "draw": build_draw_parser, "evaluate": build_evaluate_parser}
+def build_encode_parser():
+    p = Parser(prog="main.py encode", formatter_class=Help,
+               description="Encode images with a trained checkpoint: one code per image, as model.encode gives it "
+                           "(utils.load_models). The categorical models (semi_supervised, clustering, dim_reduction) "
+                           "also give each image's most likely class or cluster and its probability q(y|x).")
+    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    p.add_argument("--images", required=True, metavar="PATH",
+                   help="a folder of PNG/JPEG images (its own files, not subfolders; rows in file-name order), one "
+                        ".png/.jpg image, an IDX file (.gz or plain), or a .npy array: uint8 [N, H, W] or floats in "
+                        "[0, 1]. Images are converted to the model's shape (grey and 28x28 for the MNIST models; "
+                        "resized, aspect not kept); arrays must have it already. The models saw white strokes on "
+                        "black")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="where the codes go. npy: float32 [N, code size]; for the categorical models also "
+                        "NAME.class.npy (or NAME.cluster.npy), int64 [N], and NAME.probability.npy, float32 [N], "
+                        "beside it (NAME: FILE less .npy). csv: a header, then a row per image: file (or index, "
+                        "for an array), y0... (the category part of the code, where the model has one), z0... (the "
+                        "style, or the whole code), then class (or cluster) and probability (default: codes.npy, "
+                        "or codes.csv with --format csv)")
+    p.add_argument("--format", choices=("npy", "csv"), default=None,
+                   help="what --out holds (default: csv if --out ends in .csv, else npy)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
+    add_threads_flag(p)
+    return p
+
+
+def build_generate_parser():
+    p = Parser(prog="main.py generate", formatter_class=Help,
+               description="Generate images with a trained checkpoint: prior draws decoded (model.sample), written "
+                           "as PNG files sample_0000.png, sample_0001.png ... or as one grid.")
+    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    p.add_argument("-n", "--number", type=at_most(1_000_000, "a million files"), default=100, metavar="N",
+                   help="how many images (the models with a category: category i mod K for image i, as "
+                        "model.sample draws them)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the PNGs; it must not hold samples of an earlier generate (default: "
+                        "generated/ beside the checkpoint)")
+    boolean_flag(p, "--grid", False, "one picture, grid.png, of all N images (10 a row, or one category a column), "
+                 "instead of a file each")
+    p.add_argument("--class", dest="category", type=non_negative_int, default=None, metavar="K",
+                   help="only images of class (or cluster) K, for the models that decode one: supervised, "
+                        "semi_supervised, clustering, dim_reduction, and --label_discriminator trained with labels "
+                        "(its class's part of the prior) (default: all classes)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws (as model.sample(N, seed))")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
+    add_threads_flag(p)
+    return p
+
+
+PARSERS = {"train": build_parser, "draw": build_draw_parser, "evaluate": build_evaluate_parser,
+           "encode": build_encode_parser, "generate": build_generate_parser}
 
 
 def build_main_parser():
     """`main.py --help`: the commands."""
     p = Parser(prog="main.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-               description="Adversarial Autoencoders (Makhzani et al. 2016, arXiv 1511.05644): train, draw, evaluate.",
+               description="Adversarial Autoencoders (Makhzani et al. 2016, arXiv 1511.05644): train, draw, "
+                           "evaluate, encode, generate.",
                epilog="With no command, main.py trains: `python main.py --epochs 100 --download True`.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, text in (("train", "train a model (the default command); `main.py train --help` lists its flags"),
                        ("draw", "pictures of a trained model"),
-                       ("evaluate", "the paper's metrics of a trained model: metrics.json and report.md")):
+                       ("evaluate", "the paper's metrics of a trained model: metrics.json and report.md"),
+                       ("encode", "codes of your images (a folder, an IDX file or a .npy array): .npy or .csv"),
+                       ("generate", "new images from a trained model: a PNG each, or one grid")):
         sub.add_parser(name, help=text, add_help=False)
     return p
 
@@ -333,6 +389,10 @@ def main(argv=None):
             if unknown:
                 parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(PICTURES)}")
             return commands.draw(args, typed_flags("draw", argv))
+        if command == "encode":
+            return commands.encode(args)
+        if command == "generate":
+            return commands.generate(args)
         return commands.evaluate(args, typed_flags("evaluate", argv))
     except (UsageError, FolderBusy, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

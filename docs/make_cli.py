@@ -22,9 +22,8 @@ def text():
     parts = ["# The command line", "",
              "Written by `python docs/make_cli.py` from the parsers in main.py: what `--help` prints. With no command,",
              "`python main.py` trains (`python main.py --epochs 100 --download True`).", ""]
-    sections = [("main.py --help", main.build_main_parser()), ("main.py train --help", main.build_parser()),
-                ("main.py draw --help", main.build_draw_parser()),
-                ("main.py evaluate --help", main.build_evaluate_parser())]
+    sections = [("main.py --help", main.build_main_parser())]
+    sections += [(f"main.py {command} --help", main.PARSERS[command]()) for command in main.COMMANDS]
     for title, parser in sections:
         parts += [f"## `python {title}`", "", "```text", parser.format_help().rstrip(), "```", ""]
     return "\n".join(parts)
