@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import data  # noqa: E402
@@ -90,6 +91,22 @@ def supervised_checkpoint(folder):
     shutil.copy(ROOT / "tests" / "data" / "checkpoints" / "supervised.pt", folder / "sup" / "aae.pt")
 
 
+def png_folder(folder):
+    """pngs/: three test digits as PNG files, the last cut off half-way."""
+    from PIL import Image
+
+    (folder / "pngs").mkdir()
+    for i, image in enumerate(data.read_idx(folder / "idx" / "t10k-images-idx3-ubyte.gz")[:3]):
+        Image.fromarray(image.numpy()).save(folder / "pngs" / f"digit_{i}.png")
+    cut = folder / "pngs" / "digit_2.png"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+
+
+def earlier_samples(folder):
+    (folder / "gen").mkdir()
+    (folder / "gen" / "sample_0000.png").write_bytes(b"an earlier generate's sample")
+
+
 def cuda_checkpoint(folder):
     shutil.copy(ROOT / "tests" / "data" / "cuda_checkpoint.pt", folder / "w" / "aae.pt")
     data.write_synthetic_idx(folder / "idx2000", n_train=2000, n_test=100)
@@ -97,6 +114,8 @@ def cuda_checkpoint(folder):
 
 FRESH = ["--directory", "idx", "--latent_dim", "2", "--epochs", "1"]  # a valid fresh run, into a new folder
 RESUME = ["--weights", "w", "--resume", "--epochs", "2"]
+ENCODE = ["encode", "--weights", "w", "--images"]  # ... and the images
+TEST_IDX = "idx/t10k-images-idx3-ubyte.gz"
 
 # (kind, the bad input, command line after `python main.py`, setup of the case's folder)
 CASES = [
@@ -139,6 +158,16 @@ CASES = [
     ("flag", "evaluate --seed past 64 bits", ["evaluate", "--seed", "100000000000000000000000"], None),
     ("flag", "evaluate --samples 0", ["evaluate", "--samples", "0"], None),
     ("flag", "evaluate --threads 0", ["evaluate", "--threads", "0"], None),
+    ("flag", "generate -n 0", ["generate", "-n", "0"], None),
+    ("flag", "generate --class on a model without classes (the plain AAE)", ["generate", "--weights", "w", "--class",
+                                                                            "3"], None),
+    ("flag", "generate --class past the model's classes (supervised: 0..9)",
+     ["generate", "--weights", "sup", "--class", "10"], supervised_checkpoint),
+    ("flag", "generate --grid of more than 10,000 images", ["generate", "--weights", "w", "--grid", "-n", "20000"],
+     None),
+    ("flag", "encode without --images", ["encode", "--weights", "w"], None),
+    ("flag", "encode --format csv with --out ending in .npy", [*ENCODE, TEST_IDX, "--format", "csv", "--out",
+                                                               "codes.npy"], None),
     ("flag", "--lr_decay unknown", ["--lr_decay", "step"], None),
     ("flag", "--balance_weight negative", ["--balance_weight", "-1"], None),
     ("flag", "--confidence_weight not a number", ["--confidence_weight", "high"], None),
@@ -210,6 +239,12 @@ CASES = [
     ("data file", "IDX files of 0 images", ["--weights", "new", *FRESH],
      lambda f: (data.write_idx(f / "idx" / IDX["train images"], torch.zeros(0, 28, 28, dtype=torch.uint8)),
                 data.write_idx(f / "idx" / IDX["train labels"], torch.zeros(0, dtype=torch.uint8)))),
+    ("data file", "encode --images that does not exist", [*ENCODE, "nowhere"], None),
+    ("data file", "encode --images an empty folder", [*ENCODE, "empty"], empty_folder("empty")),
+    ("data file", "encode --images a folder with a PNG cut off half-way", [*ENCODE, "pngs"], png_folder),
+    ("data file", "encode --images an array of 28x27 images", [*ENCODE, "wide.npy"],
+     lambda f: np.save(f / "wide.npy", np.zeros((4, 28, 27), dtype=np.uint8))),
+    ("data file", "encode --images a text file", [*ENCODE, "notes.txt"], regular_file("notes.txt")),
     ("weights file", "--resume with no checkpoint in --weights", ["--weights", "new", "--resume"], None),
     ("weights file", "--resume FILE that does not exist", ["--weights", "w", "--resume", "w/old.pt"], None),
     ("weights file", "--resume another run's FILE into a --weights folder holding a checkpoint",
@@ -252,6 +287,12 @@ CASES = [
      regular_file("file")),
     ("output path", "evaluate --out under a regular file", ["evaluate", "--weights", "w", "--out", "file/report"],
      regular_file("file")),
+    ("output path", "encode --out under a regular file", [*ENCODE, TEST_IDX, "--out", "file/codes.npy"],
+     regular_file("file")),
+    ("output path", "generate --out under a regular file", ["generate", "--weights", "w", "--out", "file/samples"],
+     regular_file("file")),
+    ("output path", "generate into a folder holding an earlier generate's samples",
+     ["generate", "--weights", "w", "--out", "gen"], earlier_samples),
     ("output path", "a second run into a --weights folder that a live run holds", ["--weights", "busy", *FRESH],
      "held"),
     ("output path", "a full disk (a 1.5 MB tmpfs; the atomic save's temp copy does not fit)",
