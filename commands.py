@@ -29,6 +29,7 @@ import torch.distributed as dist
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+import dashboard
 import evaluate as evaluation
 import plots
 import priors
@@ -135,6 +136,8 @@ def train(args, typed, actions):
         ckpt = utils.load_checkpoint(source)
         args = merge_resume(args, typed, ckpt, actions)
     model_cfg, train_cfg = check_train(args, typed, weights, source if isinstance(args.resume, str) else None)
+    if args.tensorboard and dashboard.SummaryWriter is None:  # before any work
+        raise UsageError(dashboard.INSTALL)
     if ckpt is not None:  # the saved sizes, all of them (merge_resume made the flags agree)
         model_cfg = model_config_from(ckpt["model_config"])
     set_threads(args.threads)
@@ -205,9 +208,14 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
         f"images), {device}" + (f" x {world_size} processes" if world_size > 1 else "")
         + f", {train_cfg.precision}; weights in {weights}/")
     should_stop = (lambda: bool(stop)) if world_size == 1 else AgreedStop(stop, device)
+    board = None
+    if args.tensorboard and rank == 0:
+        folder = weights / "tensorboard" if args.tensorboard is True else Path(args.tensorboard)
+        board = dashboard.Dashboard(folder, trainer, data.test, every=args.tensorboard_every, seed=train_cfg.seed)
+        say(f"TensorBoard: tensorboard --logdir {folder}")
     try:
         trainer.fit(data, save=save, should_stop=should_stop, progress=tqdm_progress() if rank == 0 else None,
-                    evaluate=evaluate_epoch)
+                    evaluate=evaluate_epoch, watch=board)
     except Interrupted:
         say(f"saved {weights / utils.CHECKPOINT_NAME} at epoch {trainer.epoch}"
             + (f", step {trainer.partial['step_in_epoch']} of the next" if trainer.partial else "")
@@ -221,6 +229,8 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if board is not None:
+            board.close()
     if rank == 0:
         model.eval()
         model.pictures(data, weights, ("samples", "reconstructions", "losses", "interpolation"), seed=train_cfg.seed)

@@ -241,6 +241,12 @@ def build_parser():
     run.add_argument("--eval_every", type=non_negative_int, default=0, metavar="N",
                      help="every N epochs (and after the last) add the model's test figures to the log (the plain "
                           "AAE's: docs/metrics.md, with a cheaper 1,000-sample Parzen window); 0 = off")
+    run.add_argument("--tensorboard", nargs="?", const=True, default=None, metavar="DIR",
+                     help="write the run to TensorBoard as it trains (losses, each epoch's figures, samples, "
+                          "reconstructions, codes against the prior, the settings) into DIR (default: "
+                          "WEIGHTS/tensorboard); watch with `tensorboard --logdir DIR`. Needs pip install tensorboard")
+    run.add_argument("--tensorboard_every", type=positive_int, default=50, metavar="N",
+                     help="--tensorboard: write each phase's loss every N steps")
     boolean_flag(run, "--cuda_graphs", True,
                  "on CUDA, replay each training step as one CUDA graph (falls back to eager if capture fails); "
                  "no effect on the CPU or under torchrun")

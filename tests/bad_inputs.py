@@ -184,6 +184,7 @@ CASES = [
     ("flag", "--augment that shifts the digits out of view", ["--weights", "new", *FRESH, "--mode", "clustering",
                                                                "--augment", "14"], None),
     ("flag", "--consistency_weight negative", ["--consistency_weight", "-1"], None),
+    ("flag", "--tensorboard_every 0", ["--tensorboard_every", "0"], None),
     ("flag", "--consistency_threshold of 1 or more", ["--consistency_threshold", "1"], None),
     ("flag", "--consistency_threshold without the consistency phase", ["--weights", "new", *FRESH, "--mode",
                                                                        "clustering", "--consistency_weight", "0",

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import dashboard
+import main
 from config import ModelConfig
 from train import Trainer
 
@@ -77,3 +78,21 @@ def test_without_the_tensorboard_package_a_run_is_refused_with_how_to_install_it
     with pytest.raises(ImportError, match="--tensorboard needs the tensorboard package: pip install tensorboard"):
         dashboard.Dashboard(tmp_path, Trainer(tiny_model, tiny_train, "cpu"), dataset.test)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_command_line_writes_into_the_weights_folder_and_refuses_before_any_work(idx_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    weights = tmp_path / "w"
+    common = ["--directory", str(idx_dir), "--weights", str(weights), "--latent_dim", "2", "--tensorboard_every", "2"]
+    assert main.main([*common, "--epochs", "1", "--tensorboard"]) == 0
+    assert f"tensorboard --logdir {weights / 'tensorboard'}" in capsys.readouterr().out
+    assert main.main([*common, "--epochs", "2", "--resume", "--tensorboard"]) == 0
+    steps, _ = read(weights / "tensorboard")
+    assert steps["loss/recon_loss"] == [2, 4] and steps["epoch/test_recon_bce"] == [2, 4]  # 2 steps an epoch
+
+    monkeypatch.setattr(dashboard, "SummaryWriter", None)
+    fresh = tmp_path / "fresh"
+    assert main.main(["--directory", str(idx_dir), "--weights", str(fresh), "--tensorboard", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --tensorboard needs the tensorboard package: pip install tensorboard"
+    assert not fresh.exists() or not any(fresh.iterdir())
