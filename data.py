@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 
@@ -102,6 +103,105 @@ def translate(images, shifts, pad):
     cols = torch.arange(w, device=images.device) + pad - shifts[:, 1:]  # [N, W]
     which = torch.arange(n, device=images.device)[:, None, None]
     return padded[which, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+# -- images a user brings (main.py encode) -------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_images(path, shape):
+    """(file names or None, images) from --images: a folder or one PNG/JPEG (names), an IDX file or a .npy
+    array (None). images: uint8 [N, C, H, W], or float32 in [0, 1] from a float array."""
+    path = Path(path)
+    if path.is_dir():
+        return read_folder(path, shape)
+    if not path.exists():
+        raise DataError(f"--images {path}: no such file or folder")
+    if not path.is_file():
+        raise DataError(f"--images {path} is not a file or a folder")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path.name], read_image(path, shape)[None]
+    if path.suffix.lower() == ".npy":
+        return None, read_array(path, shape)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise DataError(f"cannot read --images {path}: {e.strerror or e}") from None
+    if head[:2] != b"\x1f\x8b" and head[:3] != b"\x00\x00\x08":  # gzip's magic, or IDX's of unsigned bytes
+        raise DataError(f"--images {path} is not a folder, a .png/.jpg image, a .npy array or an IDX file "
+                        "(gzipped or plain): give one of those")
+    return None, shaped(read_idx(path), shape, path)
+
+
+def read_folder(folder, shape):
+    """The PNG/JPEG files of `folder` (not its subfolders), sorted by name, as (names, uint8 [N, C, H, W])."""
+    try:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                        and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+    except OSError as e:
+        raise DataError(f"cannot read the --images folder {folder}: {e.strerror or e}") from None
+    if not files:
+        raise DataError(f"--images {folder} holds no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}; "
+                        "subfolders are not read)")
+    return [p.name for p in files], torch.stack([read_image(p, shape) for p in files])
+
+
+def read_image(path, shape):
+    """One image file as the model's shape (C, H, W): grey or RGB, resized if need be: uint8 [C, H, W]."""
+    channels, height, width = shape
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            pixel_format = image.mode
+            if pixel_format.startswith("I;16") or pixel_format == "I":  # 16-bit grey, which convert("L") would clip
+                grey = (np.array(image, dtype=np.int64).clip(0, 65535) + 128) // 257
+                image = Image.fromarray(grey.astype(np.uint8))
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+    except Exception as e:  # PIL raises many kinds for a file that is not a whole image
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
+    return pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # [H, W(, C)] -> [C, H, W]
+
+
+def read_array(path, shape):
+    """A .npy array of images: integers in 0..255 (uint8 [N, C, H, W]) or floats in [0, 1] (float32)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as e:  # not a .npy, truncated, or an array of Python objects
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"--images {path} is not a readable .npy array ({detail})") from None
+    kind = array.dtype.kind
+    if kind in "ui" and array.size and (array.min() < 0 or array.max() > 255):
+        raise DataError(f"--images {path} holds whole numbers from {array.min()} to {array.max()}: pixels must lie "
+                        "in 0..255 (or be floats in [0, 1])")
+    if kind == "f" and array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+        raise DataError(f"--images {path} holds floats outside [0, 1] (from {np.nanmin(array):.4g} to "
+                        f"{np.nanmax(array):.4g}, or not finite): scale the pixels to [0, 1], or give uint8 0..255")
+    if kind not in "uif":
+        raise DataError(f"--images {path} holds {array.dtype} values: give uint8 pixels 0..255 or floats in [0, 1]")
+    images = torch.from_numpy(array.astype(np.uint8 if kind in "ui" else np.float32))
+    return shaped(images, shape, path)
+
+
+def shaped(images, shape, path):
+    """images [N, H, W], [N, C, H, W] or [N, C*H*W] as [N, C, H, W] of the model's shape, or DataError."""
+    channels, height, width = shape
+    if images.dim() == 3 and channels == 1 and tuple(images.shape[1:]) == (height, width):
+        images = images[:, None]
+    elif images.dim() == 2 and images.shape[1] == channels * height * width:
+        images = images.reshape(-1, *shape)
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        want = f"[N, {height}, {width}]" if channels == 1 else f"[N, {channels}, {height}, {width}]"
+        raise DataError(f"--images {path} holds an array of shape {list(images.shape)}; the model takes images "
+                        f"{want} ([N, {channels}, {height}, {width}] or [N, {channels * height * width}] also do)")
+    if len(images) == 0:
+        raise DataError(f"--images {path} holds no images")
+    return images
 
 
 def read_idx(path) -> torch.Tensor:
