@@ -88,14 +88,7 @@ def atomic_write(path, write):
             reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
             raise SaveError(f"could not write {path}: {reason}; the previous file, if any, is unchanged") from None
         raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    fsync_folder(path.parent)  # make the rename itself durable
 
 
 def write_together(files, fsync=True):
@@ -131,15 +124,20 @@ def write_together(files, fsync=True):
     for tmp, path in moves:  # renames within one folder: they do not fail for want of space
         os.replace(tmp, path)
     for folder in {path.parent for _, path in moves} if fsync else ():
-        try:  # make the renames durable
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        fsync_folder(folder)  # make the renames durable
     return [path for _, path in moves]
+
+
+def fsync_folder(folder):
+    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def _interrupt_behind(error):
