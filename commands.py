@@ -36,7 +36,7 @@ import priors
 import utils
 import variants
 from config import UNSAVED_VALUES, ModelConfig, TrainConfig, model_config_from
-from data import load_dataset, read_images
+from data import FOLDER, load_dataset, read_images, scan_folder
 from models import one_hot
 from train import Interrupted, NonFiniteLoss, Trainer
 
@@ -100,11 +100,46 @@ def resumes_over_another_run(source, weights):
     return existing.exists() and not (resumed.exists() and os.path.samefile(existing, resumed))
 
 
+def check_data_flags(args, typed):
+    """The refusals that need only the flags and a look at --dataset folder's file names (no image is opened);
+    sets args.n_classes to a labelled folder's classes, and returns its FolderLayout (None for the others)."""
+    if args.dataset != FOLDER:
+        if "test_fraction" in typed:
+            raise UsageError(f"--test_fraction holds out part of --dataset folder; {args.dataset} has its own test "
+                             "split: drop it")
+        return None
+    if args.download:
+        raise UsageError("--dataset folder reads your own images from --directory; there is nothing to download: "
+                         "drop --download")
+    layout = scan_folder(args.directory)
+    if layout.split_given and "test_fraction" in typed:
+        raise UsageError(f"{layout.root} has train/ and test/ subfolders, which give the test split: drop "
+                         "--test_fraction")
+    if layout.classes:
+        args.n_classes = len(layout.classes)
+    return layout
+
+
+def refuse_unlabelled(model_cfg, train_cfg, layout):
+    """UsageError unless the model can train on a flat folder, which has no labels."""
+    cls = variants.variant_class(model_cfg)
+    if layout is None or layout.classes or variants.name_of(model_cfg) == "unsupervised":
+        return
+    where = f"put the images in class subfolders ({layout.root}/<class>/*.png), or train the plain AAE " \
+            "(--mode unsupervised, without --label_discriminator)"
+    if cls.reads_labels_with(model_cfg, train_cfg):
+        raise UsageError(f"{cls.title} trains on labels, and {layout.root} has none (a flat folder): {where}")
+    raise UsageError(f"{cls.title} is measured against labels, and {layout.root} has none (a flat folder; only the "
+                     f"plain AAE trains on one for now): {where}")
+
+
 def check_train(args, typed, weights, source):
     """Every refusal of the train command that needs no data and no folder; returns the two configs."""
+    layout = check_data_flags(args, typed)
     model_cfg, train_cfg = configs_from(args)
     variants.check_flags(model_cfg, train_cfg, typed)
     variants.check(model_cfg, train_cfg)
+    refuse_unlabelled(model_cfg, train_cfg, layout)
     cls = variants.variant_class(model_cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cls.cannot_distribute:
         raise UsageError(f"{cls.title} trains in one process ({cls.cannot_distribute}): run it without torchrun")
@@ -139,8 +174,14 @@ def train(args, typed, actions):
     if args.tensorboard and dashboard.SummaryWriter is None:  # before any work
         raise UsageError(dashboard.INSTALL)
     if ckpt is not None:  # the saved sizes, all of them (merge_resume made the flags agree)
+        saved_classes = model_cfg.n_classes
         model_cfg = model_config_from(ckpt["model_config"])
+        if args.dataset == FOLDER and saved_classes != model_cfg.n_classes and "n_classes" in vars(args):
+            raise UsageError(f"{args.directory} now holds {saved_classes} classes, and the checkpoint was trained on "
+                             f"{model_cfg.n_classes}: pass the --directory it was trained on")
     set_threads(args.threads)
+    # read before any folder is made: a bad image or data file leaves nothing behind
+    data = load_dataset(args.dataset, args.directory, args.download, seed=args.seed, test_fraction=args.test_fraction)
     device = utils.choose_device(args.device)
     rank, world_size, device = join_torchrun(device)
     lock = None
@@ -150,15 +191,14 @@ def train(args, typed, actions):
     try:
         if not args.resume and rank == 0:  # a run that finished between the check above and the lock
             refuse_an_earlier_run(weights)
-        return _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size)
+        return _train(args, data, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size):
+def _train(args, data, model_cfg, train_cfg, ckpt, source, weights, device, rank, world_size):
     say = print if rank == 0 else lambda *a, **k: None
-    data = load_dataset(args.dataset, args.directory, args.download)
     trainer = Trainer(model_cfg, train_cfg, device, data.train.labels, rank=rank, world_size=world_size,
                       cuda_graphs=args.cuda_graphs)
     if ckpt is not None:
@@ -199,13 +239,13 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
         if args.eval_every and (t.epoch % args.eval_every == 0 or t.epoch == train_cfg.epochs):
             if model.likelihood_protocol:
                 return evaluation.evaluate_trainer(t, data)
-            return {k: v for k, v in model.numbers(data).items() if k != "test_recon_bce"}
+            return {k: v for k, v in labelled_numbers(model.numbers(data), data).items() if k != "test_recon_bce"}
         return None
 
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    say(f"training {model.title} on {args.dataset} ({len(data.train.images)} train / {len(data.test.images)} test "
-        f"images), {device}" + (f" x {world_size} processes" if world_size > 1 else "")
+    say(f"training {model.title} on {described(data, args.directory)} images), {device}"
+        + (f" x {world_size} processes" if world_size > 1 else "")
         + f", {train_cfg.precision}; weights in {weights}/")
     should_stop = (lambda: bool(stop)) if world_size == 1 else AgreedStop(stop, device)
     board = None
@@ -233,9 +273,13 @@ def _train(args, model_cfg, train_cfg, ckpt, source, weights, device, rank, worl
             board.close()
     if rank == 0:
         model.eval()
-        model.pictures(data, weights, ("samples", "reconstructions", "losses", "interpolation"), seed=train_cfg.seed)
+        what, options = evaluation.fitting_pictures(model, data.test, ("samples", "reconstructions", "losses",
+                                                                        "interpolation"))
+        model.pictures(data, weights, what, seed=train_cfg.seed, **options)
         if model.own_numbers():
             numbers, _ = write_numbers(model, data, weights, seed=train_cfg.seed)
+            if not data.labelled:
+                say(UNLABELLED_NOTE)
             say(f"{NUMBERS_NAME}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
     seconds, n = sum(row["seconds"] for row in trainer.history), len(trainer.history)
     say(f"{n} epoch{'s' * (n != 1)}, {seconds:.1f} s in all ({seconds / n:.1f} s an epoch, "
@@ -251,9 +295,26 @@ def write_numbers(model, data, folder, seed=0):
     """NUMBERS_NAME (what was trained, its numbers, the names of its own pictures) and those pictures, into
     `folder`; returns the numbers and the pictures' paths."""
     pictures = model.pictures(data, folder, ("mode",), seed=seed)
-    numbers = {**model.settings(data), **model.numbers(data), "pictures": [p.name for p in pictures]}
+    numbers = {**model.settings(data), **labelled_numbers(model.numbers(data), data),
+               "pictures": [p.name for p in pictures]}
     utils.write_json(numbers, Path(folder) / NUMBERS_NAME)
     return numbers, pictures
+
+
+UNLABELLED_NOTE = "k-NN accuracy and the other label-based figures skipped: the images have no labels (a flat folder)"
+
+
+def labelled_numbers(numbers, data):
+    """A model's numbers less those measured against labels, which a flat folder's images do not have."""
+    return numbers if data.labelled else {k: v for k, v in numbers.items() if k not in evaluation.LABEL_FIGURES}
+
+
+def described(data, directory):
+    """"NAME (N train / M test" for the line that starts a run; for a folder also where it is and its classes."""
+    sizes = f"{len(data.train.images)} train / {len(data.test.images)} test"
+    if data.name != FOLDER:
+        return f"{data.name} ({sizes}"
+    return f"folder {directory} ({f'{len(data.classes)} classes' if data.classes else 'unlabelled'}; {sizes}"
 
 
 def _duration(seconds):
@@ -326,8 +387,15 @@ def load(weights, device):
 
 
 def data_of(model, dataset=None, directory=None):
-    """The data set a model was trained on (or the one named), never downloaded."""
-    return load_dataset(dataset or model.train_cfg.dataset, directory or model.train_cfg.directory, download=False)
+    """The data set a model was trained on (or the one named), never downloaded; a folder's test split held out
+    as in training (the checkpoint's seed and test_fraction)."""
+    t = model.train_cfg
+    data = load_dataset(dataset or t.dataset, directory or t.directory, download=False, seed=t.seed,
+                        test_fraction=t.test_fraction)
+    if data.classes and len(data.classes) != model.model_cfg.n_classes and model.reads_labels():
+        raise UsageError(f"{directory or t.directory} holds {len(data.classes)} classes and the model was trained on "
+                         f"{model.model_cfg.n_classes}: pass the --directory it was trained on")
+    return data
 
 
 def draw(args, typed):
@@ -352,8 +420,13 @@ def draw(args, typed):
     data = None
     if set(args.what) - {"samples", "losses"}:
         data = data_of(model, directory=args.directory)
+        if args.classes and not data.labelled:
+            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: the images have no labels (a flat "
+                             "folder): drop --classes for random test pairs")
         if args.classes and any(c not in data.test.labels for c in args.classes):
-            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: labels run from 0 to 9")
+            top = len(data.classes) - 1 if data.classes else 9
+            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: the test split's labels run from 0 to "
+                             f"{top}")
     out = Path(args.out) if args.out else checkpoint.parent
     utils.check_writable(out, "--out")
     options = {"classes": args.classes, "n_pairs": args.pairs, "steps": args.steps} if model.draw_flags else {}
@@ -392,8 +465,10 @@ def evaluate(args, typed):
         results = evaluation.evaluate_checkpoint(model, data, evaluation.EvalConfig(parzen_samples=args.samples,
                                                                                     seed=args.seed))
         print(evaluation.summary(results))
+    if not data.labelled:
+        print(UNLABELLED_NOTE)
     if model.own_numbers():
-        numbers = model.numbers(data)
+        numbers = labelled_numbers(model.numbers(data), data)
         print(", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
         if args.baselines and model.has_baselines:
             measured = model.baselines(data, reference)

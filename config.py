@@ -85,6 +85,9 @@ class TrainConfig:
     # surer than this and no others (pseudo-labels, as in FixMatch, Sohn et al. 2020). At 0.95 with 100
     # labels: 9.8 +- 3.1 %, no better than soft targets; with 1000 labels: 4.6 +- 0.9 %.
     consistency_threshold: float = 0.0
+    # --dataset folder without DIR/train and DIR/test: the share of its images held out as the test split,
+    # drawn by `seed`; saved so that `draw` and `evaluate` read the same test images again.
+    test_fraction: float = 0.1
 
 # What a checkpoint written before a TrainConfig field existed trained with, where the field's default
 # differs: such a checkpoint resumes (and reports) as it was trained.

@@ -1,4 +1,5 @@
-"""MNIST-format data: IDX files read into uint8 tensors, torchvision download, an embedded sample, test data.
+"""Image data: MNIST-format IDX files, torchvision download, an embedded sample, a folder of the user's images,
+and test data, all read into uint8 tensors in memory.
 
 Each split is held as one uint8 tensor of images [N, 28, 28] and one int64 tensor of labels [N];
 `to_float` turns images into the float32 [N, 1, 28, 28] in [0, 1] the models take.
@@ -9,7 +10,9 @@ Each split is held as one uint8 tensor of images [N, 28, 28] and one int64 tenso
 
 Datasets: "mnist" and "fashion-mnist" read the four standard IDX files (optionally .gz) from `directory`
 or from torchvision's layout `directory/MNIST/raw/` / `directory/FashionMNIST/raw/`, downloading them with
-torchvision when asked; "mnist-sample" reads 5,000 real MNIST digits shipped in assets/mnist_sample/.
+torchvision when asked; "mnist-sample" reads 5,000 real MNIST digits shipped in assets/mnist_sample/;
+"folder" reads the PNG/JPEG files of `directory` (load_folder: class subfolders give labels, as in
+torchvision's ImageFolder; DIR/train and DIR/test give the split, else a seeded fraction is held out).
 """
 import gzip
 import math
@@ -27,7 +30,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "folder")
+FOLDER = "folder"
+UNLABELLED = -1  # the label of every image of a flat folder: aae.select_labels' "no label"
+# Every image of a folder becomes the networks' input shape, grey 28x28, for now (no --image_size/--channels yet).
+FOLDER_SHAPE = (1, 28, 28)
+TEST_FRACTION = 0.1  # held out of a folder without train/ and test/ subfolders (MNIST's 10,000 of 70,000 is 1/7)
 
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -59,12 +67,23 @@ class Dataset:
     name: str
     train: Split
     test: Split
+    classes: tuple = ()  # a folder's class names (label i is classes[i]); () for the digits and a flat folder
+
+    @property
+    def labelled(self) -> bool:
+        """False for a flat folder, whose labels are all UNLABELLED."""
+        return not bool((self.train.labels == UNLABELLED).any())
 
 
-def load_dataset(name: str, directory, download: bool = False) -> Dataset:
-    """Load `name` (one of DATASETS) from `directory`, downloading it first if asked and not present."""
+def load_dataset(name: str, directory, download: bool = False, seed: int = 0,
+                 test_fraction: float = TEST_FRACTION) -> Dataset:
+    """Load `name` (one of DATASETS) from `directory`, downloading it first if asked and not present.
+
+    seed, test_fraction: which images of a folder without train/ and test/ are held out (load_folder)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == FOLDER:
+        return load_folder(directory, seed, test_fraction)
     if name == "mnist-sample":
         folder = _locate([SAMPLE_DIR])
         if folder is None:
@@ -166,6 +185,105 @@ def read_image(path, shape):
         detail = " ".join(str(e).split())[:160] or type(e).__name__
         raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
     return pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # [H, W(, C)] -> [C, H, W]
+
+
+# -- a folder of the user's images to train on (--dataset folder) -------------------------------------
+
+
+@dataclass
+class FolderLayout:
+    """What a folder holds, from its file names alone (no image is opened): scan_folder's answer."""
+    root: Path
+    classes: tuple  # the class subfolders' names, sorted; () for a flat, unlabelled folder
+    files: dict  # "train" and "test" (from DIR/train and DIR/test), or "all": [(path, label)] in order
+    split_given: bool  # DIR/train and DIR/test exist
+
+
+def scan_folder(directory) -> FolderLayout:
+    """The images of --directory and their labels, as torchvision's ImageFolder finds them (classes in sorted
+    name order), but only PNG/JPEG files directly in the folder or in one class subfolder; DataError, one line,
+    for a folder that cannot be trained on."""
+    if directory is None:
+        raise DataError("--dataset folder needs --directory DIR: a folder of PNG/JPEG images, or of class "
+                        "subfolders of them")
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--directory {root}: " + ("not a folder" if root.exists() else "no such folder")
+                        + "; give the folder that holds your images")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train_classes, train = _scan_split(root / "train")
+        test_classes, test = _scan_split(root / "test", train_classes)
+        if bool(train_classes) != bool(test_classes):
+            raise DataError(f"{root}/train and {root}/test must both hold class subfolders, or both images alone "
+                            f"({root / ('train' if train_classes else 'test')} has class subfolders)")
+        return FolderLayout(root, train_classes, {"train": train, "test": test}, True)
+    classes, files = _scan_split(root)
+    if len(files) < 2:
+        raise DataError(f"{root} holds only one image ({files[0][0].name}): give at least two, one to train on "
+                        "and one to test on")
+    return FolderLayout(root, classes, {"all": files}, False)
+
+
+def _scan_split(folder, known_classes=None):
+    """(class names, [(path, label)]) of one folder: its images, or its class subfolders' images."""
+    try:
+        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        subfolders = [p for p in entries if p.is_dir()]
+    except OSError as e:
+        raise DataError(f"cannot read the folder {folder}: {e.strerror or e}") from None
+    kinds = ", ".join("*" + s for s in IMAGE_SUFFIXES)
+    if subfolders and images:
+        raise DataError(f"{folder} holds both images ({images[0].name} ...) and subfolders ({subfolders[0].name} "
+                        "...): put every image in a class subfolder, or move the subfolders out for a flat, "
+                        "unlabelled folder")
+    if not subfolders:
+        if not images:
+            raise DataError(f"{folder} holds no images ({kinds}) and no class subfolders of them")
+        return (), [(p, UNLABELLED) for p in images]
+    classes = tuple(p.name for p in subfolders)
+    if known_classes is not None and known_classes:  # the test split: the training split's label numbers
+        unknown = [c for c in classes if c not in known_classes]
+        if unknown:
+            raise DataError(f"{folder / unknown[0]} is a class that {folder.parent / 'train'} does not have: the "
+                            "test classes must be among the training classes")
+    numbering = known_classes or classes
+    files = []
+    for sub in subfolders:
+        try:
+            mine = sorted((p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                           and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+        except OSError as e:
+            raise DataError(f"cannot read the folder {sub}: {e.strerror or e}") from None
+        if not mine:
+            raise DataError(f"the class folder {sub} holds no images ({kinds}; its subfolders are not read): add "
+                            "some, or remove it")
+        files += [(p, numbering.index(sub.name)) for p in mine]
+    return classes, files
+
+
+def load_folder(directory, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """--dataset folder: every image of scan_folder(directory) converted to grey 28x28 (FOLDER_SHAPE, resized,
+    aspect not kept) and held as uint8 [N, 28, 28] like the MNIST sets, labels by class subfolder (UNLABELLED
+    for a flat folder). The test split is DIR/test when DIR/train and DIR/test exist; otherwise round(N *
+    test_fraction) images (at least one, at most N - 1) drawn by `seed`: the same ones every run."""
+    layout = scan_folder(directory)
+
+    def split(files):
+        images = torch.stack([read_image(path, FOLDER_SHAPE)[0] for path, _ in files])  # [N, 28, 28]
+        return Split(images, torch.tensor([label for _, label in files], dtype=torch.int64))
+
+    if layout.split_given:
+        train, test = split(layout.files["train"]), split(layout.files["test"])
+    else:
+        everything = split(layout.files["all"])
+        n = len(everything.images)
+        n_test = min(max(1, round(n * test_fraction)), n - 1)
+        held = torch.zeros(n, dtype=torch.bool)
+        held[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_test]] = True
+        train = Split(everything.images[~held], everything.labels[~held])  # file order kept in each split
+        test = Split(everything.images[held], everything.labels[held])
+    return Dataset(FOLDER, train, test, layout.classes)
 
 
 def read_array(path, shape):

@@ -117,8 +117,10 @@ def evaluate_checkpoint(model, dataset, config=None):
 
     test_codes = model.encode(test.images)
     train_codes = model.encode(train.images)
-    knn = metrics.knn_accuracy(train_codes, train.labels.to(device), test_codes, test.labels, k=c.knn_k,
-                               batch_size=c.batch_size)
+    knn = None  # a flat folder's images have no labels to vote with
+    if dataset.labelled:
+        knn = metrics.knn_accuracy(train_codes, train.labels.to(device), test_codes, test.labels, k=c.knn_k,
+                                   batch_size=c.batch_size)
     del train_codes
     lap("knn")
 
@@ -170,11 +172,17 @@ def summary(results):
         f"Parzen log-likelihood  {r['parzen_ll']:.1f} ± {r['parzen_sem']:.1f} nats (sigma {r['parzen_sigma']:.3g}, "
         f"{p['parzen_samples']} samples; the paper's AAE: {PAPER_PARZEN_MNIST} on MNIST)",
         f"reconstruction         BCE {r['recon_bce']:.2f} nats/image, MSE {r['recon_mse']:.4f} per pixel",
-        f"k-NN accuracy (k={p['knn_k']})    {r['knn_accuracy']:.4f}",
+        f"k-NN accuracy (k={p['knn_k']})    "
+        + ("skipped: no labels" if r["knn_accuracy"] is None else f"{r['knn_accuracy']:.4f}"),
         f"prior match            MMD² {r['mmd']:.4f}; mean |code mean - prior mean| {r['code_mean_error']:.3f}, "
         f"|code std - prior std| {r['code_std_error']:.3f}",
     ])
 
+
+# The numbers measured against the test images' labels: none of them for a flat folder, which has no labels.
+LABEL_FIGURES = ("test_error", "test_cluster_error", "test_cluster_error_exemplar", "clusters_used",
+                 "style_knn_accuracy", "knn_accuracy", "knn_accuracy_2d", "label_part_accuracy", "kmeans_pixels_error",
+                 "kmeans_codes_error", "labels_alone_error")
 
 # What each number means, for report.md.
 MEANINGS = {
@@ -217,6 +225,16 @@ CAPTIONS = {
 }
 
 
+def fitting_pictures(model, test, what):
+    """(what, options) for model.pictures: the interpolation's 8 pairs cut to what a small test split (a folder's)
+    holds, and no interpolation of a split of one image."""
+    pairs = min(8, len(test.images) // 2)
+    if not pairs:
+        wanted = model.picture_choices() if "all" in what else what
+        return tuple(w for w in wanted if w != "interpolation"), {}
+    return tuple(what), ({"n_pairs": pairs} if "pairs" in model.draw_flags else {})
+
+
 def write_report(model, dataset, out, results=None, numbers=None, seed=0, checkpoint=None):
     """metrics.json, report.md and the PNGs it shows, in folder `out`; returns the paths written.
 
@@ -224,14 +242,16 @@ def write_report(model, dataset, out, results=None, numbers=None, seed=0, checkp
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pictures = model.pictures(dataset, out, ("all",), seed=seed)
+    what, options = fitting_pictures(model, dataset.test, ("all",))
+    pictures = model.pictures(dataset, out, what, seed=seed, **options)
     captions = dict(CAPTIONS)
     if results is not None:
         codes = model.encode(dataset.test.images).cpu()
         prior = model.sample_prior(len(codes), generator=torch.Generator().manual_seed(seed)).cpu()
         how = plots.draw_latent(codes, dataset.test.labels, out / "latent.png", prior=prior,
-                                class_names=CLASS_NAMES.get(dataset.name))
-        captions["latent.png"] = ("Latent space", f"The {len(codes):,} test codes coloured by label, over as many "
+                                class_names=dataset.classes or CLASS_NAMES.get(dataset.name))
+        coloured = "coloured by label" if dataset.labelled else "(no labels to colour them by)"
+        captions["latent.png"] = ("Latent space", f"The {len(codes):,} test codes {coloured}, over as many "
                                   f"prior draws in grey; {how}.")
         pictures.append(out / "latent.png")
         if any(_present(row.get("parzen_ll")) for row in model.history):
@@ -294,7 +314,8 @@ def _protocol_lines(r):
          "pixels, mean over test images"),
         ("Reconstruction MSE", f"{r['recon_mse']:.5f}", "squared error per pixel (pixels in [0, 1]), mean over test "
          "images"),
-        (f"k-NN accuracy (k = {p['knn_k']})", f"{100 * r['knn_accuracy']:.2f} %",
+        (f"k-NN accuracy (k = {p['knn_k']})",
+         "skipped: the images have no labels" if r["knn_accuracy"] is None else f"{100 * r['knn_accuracy']:.2f} %",
          f"label of each test code by majority vote of its {p['knn_k']} nearest of the {p['train_images']:,} "
          "training codes (euclidean)"),
         ("MMD² (codes, prior)", f"{r['mmd']:.5f}", f"unbiased, {p['mmd_points']:,} test codes against "

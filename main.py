@@ -88,6 +88,13 @@ def probability(text):
     return value + 0.0
 
 
+def open_fraction(text):
+    value = number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, both left out, got {text!r}")
+    return value
+
+
 def non_negative_float(text):
     value = number(text)
     if not (math.isfinite(value) and value >= 0):
@@ -163,12 +170,20 @@ def build_parser():
     """Flags of the train command (also the default command). Names of the original are kept."""
     p = Parser(prog="main.py train", formatter_class=Help,
                description="Train an Adversarial Autoencoder (Makhzani et al. 2016) or another of the paper's models "
-                           "on MNIST-format data. `python main.py` with no command does the same.")
+                           "on MNIST-format data or a folder of your images. `python main.py` with no command does "
+                           "the same.")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="mnist",
-                      help="mnist (download or IDX files), fashion-mnist, or mnist-sample: 5,000 real digits kept in "
-                           "this repository")
+                      help="mnist (download or IDX files), fashion-mnist, mnist-sample: 5,000 real digits kept in "
+                           "this repository, or folder: your PNG/JPEG images in --directory, each made grey and "
+                           "28x28 (resized, aspect not kept; other sizes, colour and torchvision's other sets are not "
+                           "offered yet). Class subfolders (DIR/<class>/*.png, classes in name order, as torchvision's "
+                           "ImageFolder) give labels; a flat folder has none and trains the plain AAE only. "
+                           "DIR/train and DIR/test, if both exist, are the splits")
     data.add_argument("--directory", default="data", help="where the data lives, or is downloaded to")
+    data.add_argument("--test_fraction", type=open_fraction, default=0.1,
+                      help="--dataset folder without train/ and test/: the share of its images held out for testing, "
+                           "chosen by --seed (the same images every run with the same seed)")
     boolean_flag(data, "--download", False, "download the dataset with torchvision if it is not in --directory")
 
     opt = p.add_argument_group("optimisation")

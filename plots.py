@@ -159,7 +159,8 @@ def draw_latent(codes, labels, path, prior=None, class_names=None):
     cmap = plt.get_cmap("tab10")
     for i, label in enumerate(torch.unique(labels).tolist()):
         mine = labels.cpu() == label
-        name = class_names[label] if class_names and label < len(class_names) else str(label)
+        name = "no label" if label < 0 else class_names[label] if class_names and label < len(class_names) \
+            else str(label)
         ax.scatter(xy[mine, 0], xy[mine, 1], s=3, color=cmap(i % 10), alpha=0.7, linewidths=0, label=name, zorder=1)
     ax.set_aspect("equal", adjustable="datalim")
     axis = "code" if basis is None else "principal axis"

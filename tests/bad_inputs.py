@@ -102,6 +102,33 @@ def png_folder(folder):
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
 
 
+def picture_folder(spoil=None, flat=False):
+    """pics/: 12 test digits as PNG files, in class subfolders by label (or flat), then `spoil(pics)`."""
+    def setup(folder):
+        from PIL import Image
+
+        images = data.read_idx(folder / "idx" / "t10k-images-idx3-ubyte.gz")[:12]
+        labels = data.read_idx(folder / "idx" / "t10k-labels-idx1-ubyte.gz")[:12]
+        for i, (image, label) in enumerate(zip(images, labels.tolist())):
+            target = folder / "pics" / ("" if flat else f"digit_{label}")
+            target.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.numpy()).save(target / f"{i:02d}.png")
+        if spoil is not None:
+            spoil(folder / "pics")
+
+    return setup
+
+
+def cut_first_png(pics):
+    first = sorted(pics.rglob("*.png"))[0]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+
+
+def only_one_png(pics):
+    for extra in sorted(pics.glob("*.png"))[1:]:
+        extra.unlink()
+
+
 def earlier_samples(folder):
     (folder / "gen").mkdir()
     (folder / "gen" / "sample_0000.png").write_bytes(b"an earlier generate's sample")
@@ -116,6 +143,7 @@ FRESH = ["--directory", "idx", "--latent_dim", "2", "--epochs", "1"]  # a valid 
 RESUME = ["--weights", "w", "--resume", "--epochs", "2"]
 ENCODE = ["encode", "--weights", "w", "--images"]  # ... and the images
 TEST_IDX = "idx/t10k-images-idx3-ubyte.gz"
+FOLDER_RUN = ["--dataset", "folder", "--directory", "pics", "--latent_dim", "2", "--epochs", "1"]
 
 # (kind, the bad input, command line after `python main.py`, setup of the case's folder)
 CASES = [
@@ -246,6 +274,17 @@ CASES = [
     ("data file", "encode --images an array of 28x27 images", [*ENCODE, "wide.npy"],
      lambda f: np.save(f / "wide.npy", np.zeros((4, 28, 27), dtype=np.uint8))),
     ("data file", "encode --images a text file", [*ENCODE, "notes.txt"], regular_file("notes.txt")),
+    ("data file", "--dataset folder, the folder does not exist", ["--weights", "new", *FOLDER_RUN], None),
+    ("data file", "--dataset folder, an empty folder", ["--weights", "new", *FOLDER_RUN], empty_folder("pics")),
+    ("data file", "--dataset folder, a folder of one image", ["--weights", "new", *FOLDER_RUN],
+     picture_folder(only_one_png, flat=True)),
+    ("data file", "--dataset folder, a PNG cut off half-way", ["--weights", "new", *FOLDER_RUN],
+     picture_folder(cut_first_png)),
+    ("data file", "--dataset folder, a class subfolder with no images", ["--weights", "new", *FOLDER_RUN],
+     picture_folder(lambda pics: (pics / "zebra").mkdir())),
+    ("flag", "--dataset folder --download", ["--weights", "new", *FOLDER_RUN, "--download"], picture_folder()),
+    ("flag", "--mode supervised on a flat (unlabelled) folder", ["--weights", "new", *FOLDER_RUN, "--mode",
+                                                                 "supervised"], picture_folder(flat=True)),
     ("weights file", "--resume with no checkpoint in --weights", ["--weights", "new", "--resume"], None),
     ("weights file", "--resume FILE that does not exist", ["--weights", "w", "--resume", "w/old.pt"], None),
     ("weights file", "--resume another run's FILE into a --weights folder holding a checkpoint",

@@ -1,0 +1,238 @@
+"""--dataset folder: a folder of PNG/JPEG files as a data set (data.load_folder), through main.py.
+
+The fixture draws 30 small pictures with PIL, three classes of simple shapes, some RGB and of other sizes than
+28x28, and writes them as PNG and JPEG files in the layouts the trainer reads.
+"""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import data
+import main
+import utils
+
+TINY = ["--latent_dim", "2", "--epochs", "1", "--batch_size", "10", "--threads", "1"]
+SHAPES = ("circle", "square", "stripes")  # the class subfolders, in sorted name order: labels 0, 1, 2
+
+
+def picture(shape, i):
+    """One picture of `shape`: white on black; every third RGB (red), sizes 28, 40x32 and 20."""
+    size = ((28, 28), (40, 32), (20, 20))[i % 3]
+    rgb = i % 3 == 1
+    image = Image.new("RGB" if rgb else "L", size, 0)
+    ink = (255, 40, 40) if rgb else 255
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    if shape == "circle":
+        draw.ellipse((w * 0.2, h * 0.2, w * 0.8, h * 0.8), fill=ink)
+    elif shape == "square":
+        draw.rectangle((w * 0.25, h * 0.25, w * 0.75, h * 0.75), fill=ink)
+    else:
+        for x in range(2 + i % 2, w, 6):
+            draw.rectangle((x, 0, x + 2, h), fill=ink)
+    return image
+
+
+def write_pictures(folder, shapes=SHAPES, per_class=10, flat=False):
+    """per_class pictures of each shape: PNG, and every fourth a JPEG; in class subfolders, or flat."""
+    for shape in shapes:
+        target = folder if flat else folder / shape
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            suffix = ".jpg" if i % 4 == 3 else ".png"
+            picture(shape, i).save(target / f"{shape}_{i:02d}{suffix}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classes_dir(tmp_path_factory):
+    return write_pictures(tmp_path_factory.mktemp("classes"))
+
+
+@pytest.fixture(scope="module")
+def flat_dir(tmp_path_factory):
+    return write_pictures(tmp_path_factory.mktemp("flat"), flat=True)
+
+
+def test_class_subfolders_give_labels_in_sorted_order_and_every_image_is_grey_28x28(classes_dir):
+    ds = data.load_dataset("folder", classes_dir)
+    assert ds.classes == SHAPES and ds.labelled
+    assert len(ds.train.images) == 27 and len(ds.test.images) == 3  # round(30 * 0.1) held out
+    for split in (ds.train, ds.test):
+        assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (28, 28)
+    labels = torch.cat([ds.train.labels, ds.test.labels])
+    assert sorted(labels.tolist()) == [0] * 10 + [1] * 10 + [2] * 10
+    # the first circle, a 28x28 grey PNG, comes through pixel for pixel
+    first = torch.from_numpy(np.array(picture("circle", 0)))
+    everything = torch.cat([ds.train.images, ds.test.images])
+    assert any(torch.equal(first, image) for image in everything)
+    # an RGB 40x32 red square is converted to grey (L = 0.299 R + ...) and resized: its middle is lit, its corner dark
+    square = Image.open(classes_dir / "square" / "square_01.png")
+    assert square.mode == "RGB" and square.size == (40, 32)
+    grey = data.read_image(classes_dir / "square" / "square_01.png", data.FOLDER_SHAPE)[0]
+    assert grey[14, 14] == round(0.299 * 255 + 0.587 * 40 + 0.114 * 40) and grey[0, 0] == 0
+    assert any(torch.equal(grey, image) for image in everything)
+
+
+def test_the_held_out_images_are_the_same_with_the_same_seed_and_differ_with_another(classes_dir):
+    a = data.load_dataset("folder", classes_dir, seed=0)
+    b = data.load_dataset("folder", classes_dir, seed=0)
+    c = data.load_dataset("folder", classes_dir, seed=1)
+    assert torch.equal(a.test.images, b.test.images) and torch.equal(a.test.labels, b.test.labels)
+    assert not torch.equal(a.test.images, c.test.images)
+    half = data.load_dataset("folder", classes_dir, seed=0, test_fraction=0.5)
+    assert len(half.test.images) == 15 and len(half.train.images) == 15
+
+
+def test_train_and_test_subfolders_are_the_split(tmp_path):
+    write_pictures(tmp_path / "train", per_class=6)
+    write_pictures(tmp_path / "test", shapes=("circle", "stripes"), per_class=2)
+    ds = data.load_dataset("folder", tmp_path)
+    assert ds.classes == SHAPES and len(ds.train.images) == 18
+    assert ds.test.labels.tolist() == [0, 0, 2, 2]  # stripes keeps the training split's number
+    expected = data.read_image(tmp_path / "test" / "stripes" / "stripes_01.png", data.FOLDER_SHAPE)[0]
+    assert torch.equal(ds.test.images[3], expected)
+
+
+def test_a_flat_folder_is_unlabelled(flat_dir):
+    ds = data.load_dataset("folder", flat_dir)
+    assert ds.classes == () and not ds.labelled
+    assert (ds.train.labels == data.UNLABELLED).all() and len(ds.test.images) == 3
+
+
+def run(argv, capsys):
+    code = main.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_flat_folder_trains_the_plain_aae_then_draws_and_evaluates(flat_dir, tmp_path, capsys):
+    weights = tmp_path / "w"
+    code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
+                          "--eval_every", "1", *TINY], capsys)
+    assert code == 0, err
+    assert f"on folder {flat_dir} (unlabelled; 27 train / 3 test images)" in out
+    row = utils.read_csv(weights / utils.LOG_NAME)[0]
+    assert math.isnan(row["knn_accuracy"]) and math.isfinite(row["parzen_ll"])  # per-epoch numbers, k-NN skipped
+    ckpt = torch.load(weights / utils.CHECKPOINT_NAME, weights_only=True)
+    assert ckpt["train_config"]["directory"] == str(flat_dir) and ckpt["train_config"]["test_fraction"] == 0.1
+
+    code, out, err = run(["evaluate", "--weights", str(weights), "--samples", "50", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert "k-NN accuracy (k=5)    skipped: no labels" in out and "label-based figures skipped" in out
+    metrics = json.loads((weights / "metrics.json").read_text())
+    assert metrics["knn_accuracy"] is None and metrics["protocol"]["test_images"] == 3
+    assert metrics["protocol"]["train_images"] == 27 and metrics["dataset"] == "folder"
+    assert "skipped: the images have no labels" in (weights / "report.md").read_text()
+
+    code, out, err = run(["draw", "--weights", str(weights), "--pairs", "1", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert (weights / "interpolation.png").is_file() and (weights / "reconstructions.png").is_file()
+    code, out, err = run(["draw", "interpolation", "--weights", str(weights), "--classes", "0", "1"], capsys)
+    assert code == 2 and "have no labels" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(classes_dir, tmp_path, capsys):
+    weights = tmp_path / "w"
+    code, out, err = run(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(weights),
+                          "--mode", "supervised", "--seed", "3", *TINY], capsys)
+    assert code == 0, err
+    assert " (3 classes; 27 train / 3 test images)" in out
+    model = utils.load_models(weights)
+    assert model.model_cfg.n_classes == 3 and model.train_cfg.seed == 3
+    test = data.load_dataset("folder", classes_dir, seed=3).test
+    x = test.images
+    # evaluate reads the folder again, from the checkpoint: its reconstruction figure is of those 3 images
+    code, out, err = run(["evaluate", "--weights", str(weights), "--threads", "1"], capsys)
+    assert code == 0, err
+    metrics = json.loads((weights / "metrics.json").read_text())
+    expected = model.test_reconstruction(x, test.labels)
+    assert metrics["test_recon_bce"] == pytest.approx(expected, rel=1e-5)
+    assert 0 <= metrics["knn_accuracy"] <= 1
+    code, out, err = run(["draw", "--weights", str(weights), "--threads", "1"], capsys)
+    assert code == 0 and (weights / "reconstructions.png").is_file()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--mode", "supervised"], "trains on labels"),
+    (["--mode", "semi_supervised", "--labels", "3"], "trains on labels"),
+    (["--mode", "dim_reduction", "--labels", "3"], "trains on labels"),
+    (["--label_discriminator", "--prior", "mixture"], "trains on labels"),
+    (["--mode", "clustering"], "measured against labels"),
+])
+def test_the_models_that_need_labels_refuse_a_flat_folder_before_any_work(flat_dir, tmp_path, capsys, flags,
+                                                                            words):
+    code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights",
+                          str(tmp_path / "w"), *flags, *TINY], capsys)
+    assert code == 2 and words in err and "class subfolders" in err and len(err.strip().splitlines()) == 1
+    assert out == "" and not (tmp_path / "w").exists()
+
+
+def bad(setup):
+    """A folder of 30 good pictures in 3 classes, then spoilt by `setup(folder)`."""
+    def make(tmp_path):
+        folder = write_pictures(tmp_path / "pics")
+        setup(folder)
+        return folder
+    return make
+
+
+def corrupt(folder):
+    path = folder / "square" / "square_04.png"
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def one_image(folder):
+    shutil.rmtree(folder)
+    folder.mkdir()
+    picture("circle", 0).save(folder / "only.png")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tmp_path: tmp_path / "nowhere", ["nowhere: no such folder"]),
+    (bad(lambda f: [shutil.rmtree(f), f.mkdir()]), ["pics holds no images", "no class subfolders"]),
+    (bad(one_image), ["only one image (only.png)", "at least two"]),
+    (bad(corrupt), ["square_04.png is not a readable image", "replace or remove it"]),
+    (bad(lambda f: (f / "zebra").mkdir()), ["class folder", "zebra holds no images"]),
+    (bad(lambda f: (f / "notes.txt").write_text("not a picture")), None),  # other files are passed over
+    (bad(lambda f: picture("circle", 0).save(f / "loose.png")), ["holds both images (loose.png", "subfolders"]),
+])
+def test_bad_folders_get_one_line_and_exit_1_and_nothing_is_written(make, words, tmp_path, capsys):
+    folder = make(tmp_path)
+    code, out, err = run(["--dataset", "folder", "--directory", str(folder), "--weights", str(tmp_path / "w"),
+                          *TINY], capsys)
+    if words is None:
+        assert code == 0, err
+        return
+    assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "w").exists()
+
+
+def test_download_is_refused_for_a_folder(classes_dir, tmp_path, capsys):
+    code, out, err = run(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(tmp_path / "w"),
+                          "--download", *TINY], capsys)
+    assert code == 2 and "nothing to download: drop --download" in err and not (tmp_path / "w").exists()
+
+
+def test_test_fraction_beside_train_and_test_subfolders_is_refused(tmp_path, capsys):
+    write_pictures(tmp_path / "pics" / "train", per_class=2)
+    write_pictures(tmp_path / "pics" / "test", per_class=1)
+    code, out, err = run(["--dataset", "folder", "--directory", str(tmp_path / "pics"), "--weights",
+                          str(tmp_path / "w"), "--test_fraction", "0.2", *TINY], capsys)
+    assert code == 2 and "which give the test split: drop --test_fraction" in err and not (tmp_path / "w").exists()
+
+
+def test_test_fraction_is_refused_for_the_mnist_sets_and_outside_0_1(tmp_path, capsys):
+    code, _, err = run(["--dataset", "mnist-sample", "--test_fraction", "0.2", "--weights", str(tmp_path / "w")],
+                       capsys)
+    assert code == 2 and "mnist-sample has its own test split" in err
+    with pytest.raises(SystemExit) as e:
+        main.main(["--dataset", "folder", "--test_fraction", "1", "--weights", str(tmp_path / "w")])
+    assert e.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
