@@ -518,7 +518,7 @@ def encode(args):
         if kind is not None:
             arrays += [(out.with_name(f"{base}.{kind}.npy"), category.numpy()),
                        (out.with_name(f"{base}.probability.npy"), probability.numpy())]
-        files = [(path, lambda tmp, a=array: np.save(tmp, a)) for path, array in arrays]
+        files = [(path, lambda tmp, a=array: save_array(tmp, a)) for path, array in arrays]
     written = utils.write_together(files)
     source = f"{len(images)} image{'s' * (len(images) != 1)}"
     source += " (in file-name order)" if len(names or []) > 1 else ""
@@ -527,6 +527,12 @@ def encode(args):
     for path in written:
         print(path)
     return 0
+
+
+def save_array(path, array):
+    """np.save into exactly `path` (given a name, np.save would add .npy to it)."""
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 def encode_target(out, fmt):

@@ -55,7 +55,7 @@ class Dashboard:
         generator = torch.Generator().manual_seed(seed)
         self.noise = model.sample_prior(GRID, generator=generator)
         self.prior = model.sample_prior(SHOWN, generator=generator)
-        self.last_sums, self.last_step = None, 0
+        self.last_sums, self.last_step, self.last_epoch = None, 0, None
         if trainer.epoch == 0 and trainer.step == 0:
             # the settings, linked to the test BCE curve; add_hparams would also write a dummy point of that curve
             for summary in hparams_summary(settings(trainer), {"epoch/test_recon_bce": 0.0}):
@@ -65,8 +65,8 @@ class Dashboard:
         """After each step: every `every` steps, each column's mean over the steps since the last write."""
         if trainer.step % self.every:
             return
-        if self.last_sums is None or steps_in_epoch < self.last_step:  # a new epoch starts its sums at zero
-            self.last_sums, self.last_step = torch.zeros_like(sums), 0
+        if self.last_sums is None or trainer.epoch != self.last_epoch:  # a new epoch starts its sums at zero
+            self.last_sums, self.last_step, self.last_epoch = torch.zeros_like(sums), 0, trainer.epoch
         means = ((sums - self.last_sums) / (steps_in_epoch - self.last_step)).tolist()
         for column, value in zip(trainer.model.columns, means):
             if column == "recon_loss":
