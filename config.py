@@ -74,8 +74,8 @@ class TrainConfig:
     # "cosine": every Adam learning rate follows a half cosine over the run, from its value in the first
     # epoch to near zero in the last (set once an epoch, from the epochs completed). "none": constant.
     lr_decay: str = "none"
-    # The categorical models' augmentation (ours, not the paper's): each image the category phases read is
-    # shifted by up to this many pixels each way, a fresh shift every step. 0: none.
+    # The categorical models' augmentation (ours, not the paper's): each image the classification and consistency
+    # phases read is shifted by up to this many pixels each way, a fresh shift every step. 0: none.
     augment: int = 2
     # Weight of their consistency phase (ours): q(y|x) of a shifted view is pulled towards q(y|x) of the image,
     # as in IMSAT and the Pi-model (Laine & Aila 2017). 0: no such phase. Semi-supervised, 100 labels, with

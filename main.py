@@ -227,14 +227,14 @@ def build_parser():
                        help="Adam learning rate of the cross-entropy phase on labelled batches")
     paper.add_argument("--balance_weight", type=non_negative_float, default=0.4,
                        help="semi_supervised, clustering, dim_reduction: weight of the term that keeps a batch spread "
-                            "over the categories (ours, not the paper's; the paper's loss: 0 here, in --confidence_weight "
-                            "and in --consistency_weight)")
+                            "over the categories (ours, not the paper's; the paper's loss: 0 here and in --confidence_weight, "
+                            "--augment and --consistency_weight)")
     paper.add_argument("--confidence_weight", type=non_negative_float, default=0.1,
                        help="semi_supervised, clustering, dim_reduction: weight of the term that makes each image sure "
                             "of its category (ours, not the paper's; above --balance_weight the images gather in a "
                             "few categories)")
     paper.add_argument("--augment", type=non_negative_int, default=2, metavar="PIXELS",
-                       help="semi_supervised, clustering, dim_reduction: the phases that train the category read "
+                       help="semi_supervised, clustering, dim_reduction: the classification and consistency phases read "
                             "images shifted by up to this many pixels each way (ours, not the paper's); 0 = off")
     paper.add_argument("--consistency_weight", type=non_negative_float, default=1.0,
                        help="semi_supervised, clustering, dim_reduction: weight of a phase that asks a shifted image "

@@ -2,7 +2,7 @@
 
     python docs/summarise_grid.py runs/grid            # a markdown table: model's number, its baseline, each seed
 
-Made for docs/paper_models.sh and docs/gpu/run_gpu.sh, whose runs are named so. The number is a run's
+Made for docs/gpu/run_gpu.sh, whose runs are named so. The number is a run's
 test error (semi-supervised) or test cluster error (clustering); the baseline is the one `main.py evaluate`
 measured beside it (the network on the labels alone, or k-means on the pixels).
 """
