@@ -451,6 +451,10 @@ SPEC = {
     "label_discriminator": lambda v: v.strip().lower() in ("true", "1", "yes", "y", "on", "false", "0", "no", "n", "off"),
     "labels": whole(-1), "clusters": whole(1), "noise_dim": whole(1), "classification_lr": positive_number,
     "balance_weight": non_negative_number, "confidence_weight": non_negative_number,
+    "augment": whole(0), "consistency_weight": non_negative_number,
+    "consistency_threshold": finite_number(lambda v: 0 <= v < 1), "tensorboard_every": whole(1),
+    "test_fraction": finite_number(lambda v: 0 < v < 1), "samples": whole(1), "number": whole(1, 1_000_000),
+    "category": whole(0),
 }
 
 
