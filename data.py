@@ -154,13 +154,19 @@ def read_images(path, shape):
     return None, shaped(read_idx(path), shape, path)
 
 
+def image_files(folder, what):
+    """The PNG/JPEG files of `folder` (not hidden, not in subfolders), sorted by name; DataError naming it as
+    `what` if it cannot be read."""
+    try:
+        return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+    except OSError as e:
+        raise DataError(f"cannot read {what} {folder}: {e.strerror or e}") from None
+
+
 def read_folder(folder, shape):
     """The PNG/JPEG files of `folder` (not its subfolders), sorted by name, as (names, uint8 [N, C, H, W])."""
-    try:
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                        and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
-    except OSError as e:
-        raise DataError(f"cannot read the --images folder {folder}: {e.strerror or e}") from None
+    files = image_files(folder, "the --images folder")
     if not files:
         raise DataError(f"--images {folder} holds no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}; "
                         "subfolders are not read)")
@@ -250,11 +256,7 @@ def _scan_split(folder, known_classes=None):
     numbering = known_classes or classes
     files = []
     for sub in subfolders:
-        try:
-            mine = sorted((p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                           and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
-        except OSError as e:
-            raise DataError(f"cannot read the folder {sub}: {e.strerror or e}") from None
+        mine = image_files(sub, "the folder")
         if not mine:
             raise DataError(f"the class folder {sub} holds no images ({kinds}; its subfolders are not read): add "
                             "some, or remove it")
