@@ -8,7 +8,7 @@ parses them).
 
 Every check of the flags alone runs before any folder is created or any data is read (what needs the
 data, such as more --labels than the data has, comes after it is read). The errors are one line
-(UsageError, ValueError, data.DataError, utils.CheckpointError ...), which main.py turns into an exit code.
+(UsageError, ValueError, images.DataError, utils.CheckpointError ...), which main.py turns into an exit code.
 """
 
 import argparse
@@ -36,7 +36,8 @@ import priors
 import utils
 import variants
 from config import UNSAVED_VALUES, ModelConfig, TrainConfig, model_config_from
-from data import FOLDER, load_dataset, read_images, scan_folder
+from data import load_dataset
+from images import FOLDER, read_images, scan_folder
 from models import one_hot
 from train import Interrupted, NonFiniteLoss, Trainer
 

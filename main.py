@@ -22,7 +22,8 @@ import sys
 
 import commands
 from commands import EXIT_FILES, EXIT_USAGE, UsageError
-from data import DATASETS, DataError
+from data import DATASETS
+from images import DataError
 from models import ENCODERS
 from priors import PRIORS
 from utils import CheckpointError, FolderBusy, SaveError

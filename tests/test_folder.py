@@ -1,4 +1,4 @@
-"""--dataset folder: a folder of PNG/JPEG files as a data set (data.load_folder), through main.py.
+"""--dataset folder: a folder of PNG/JPEG files as a data set (images.load_folder), through main.py.
 
 The fixture draws 30 small pictures with PIL, three classes of simple shapes, some RGB and of other sizes than
 28x28, and writes them as PNG and JPEG files in the layouts the trainer reads.
@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import data
+import images
 import main
 import utils
 
@@ -75,7 +76,7 @@ def test_class_subfolders_give_labels_in_sorted_order_and_every_image_is_grey_28
     # an RGB 40x32 red square is converted to grey (L = 0.299 R + ...) and resized: its middle is lit, its corner dark
     square = Image.open(classes_dir / "square" / "square_01.png")
     assert square.mode == "RGB" and square.size == (40, 32)
-    grey = data.read_image(classes_dir / "square" / "square_01.png", data.FOLDER_SHAPE)[0]
+    grey = images.read_image(classes_dir / "square" / "square_01.png", images.FOLDER_SHAPE)[0]
     assert grey[14, 14] == round(0.299 * 255 + 0.587 * 40 + 0.114 * 40) and grey[0, 0] == 0
     assert any(torch.equal(grey, image) for image in everything)
 
@@ -96,14 +97,14 @@ def test_train_and_test_subfolders_are_the_split(tmp_path):
     ds = data.load_dataset("folder", tmp_path)
     assert ds.classes == SHAPES and len(ds.train.images) == 18
     assert ds.test.labels.tolist() == [0, 0, 2, 2]  # stripes keeps the training split's number
-    expected = data.read_image(tmp_path / "test" / "stripes" / "stripes_01.png", data.FOLDER_SHAPE)[0]
+    expected = images.read_image(tmp_path / "test" / "stripes" / "stripes_01.png", images.FOLDER_SHAPE)[0]
     assert torch.equal(ds.test.images[3], expected)
 
 
 def test_a_flat_folder_is_unlabelled(flat_dir):
     ds = data.load_dataset("folder", flat_dir)
     assert ds.classes == () and not ds.labelled
-    assert (ds.train.labels == data.UNLABELLED).all() and len(ds.test.images) == 3
+    assert (ds.train.labels == images.UNLABELLED).all() and len(ds.test.images) == 3
 
 
 def run(argv, capsys):

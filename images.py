@@ -1,0 +1,315 @@
+"""Image files into uint8 tensors: PNG/JPEG (one file, a folder, a training folder of class subfolders), IDX
+files and .npy arrays; and what a data set is (Split, Dataset) and the one error every reader raises (DataError).
+
+    from images import load_folder, read_images
+    ds = load_folder("my_images")                     # --dataset folder: class subfolders give labels
+    names, x = read_images("photos/", (1, 28, 28))    # encode's --images: uint8 [N, 1, 28, 28]
+
+data.py builds the named data sets (MNIST, torchvision's, the embedded sample) from these readers.
+"""
+import gzip
+import math
+import os
+import secrets
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+FOLDER = "folder"  # --dataset folder: load_folder's data set name
+UNLABELLED = -1  # the label of every image of a flat folder: aae.select_labels' "no label"
+# Every image of a folder becomes the networks' input shape, grey 28x28, for now (no --image_size/--channels yet).
+FOLDER_SHAPE = (1, 28, 28)
+TEST_FRACTION = 0.1  # held out of a folder without train/ and test/ subfolders (MNIST's 10,000 of 70,000 is 1/7)
+IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only type MNIST-format files use
+
+
+class DataError(Exception):
+    """A data problem the user caused or can fix; str(e) is one line saying what to do."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, 28, 28]
+    labels: torch.Tensor  # int64 [N]
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    classes: tuple = ()  # a folder's class names (label i is classes[i]); () for the digits and a flat folder
+
+    @property
+    def labelled(self) -> bool:
+        """False for a flat folder, whose labels are all UNLABELLED."""
+        return not bool((self.train.labels == UNLABELLED).any())
+
+
+# -- images a user brings (main.py encode) -------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_images(path, shape):
+    """(file names or None, images) from --images: a folder or one PNG/JPEG (names), an IDX file or a .npy
+    array (None). images: uint8 [N, C, H, W], or float32 in [0, 1] from a float array."""
+    path = Path(path)
+    if path.is_dir():
+        return read_folder(path, shape)
+    if not path.exists():
+        raise DataError(f"--images {path}: no such file or folder")
+    if not path.is_file():
+        raise DataError(f"--images {path} is not a file or a folder")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path.name], read_image(path, shape)[None]
+    if path.suffix.lower() == ".npy":
+        return None, read_array(path, shape)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise DataError(f"cannot read --images {path}: {e.strerror or e}") from None
+    if head[:2] != b"\x1f\x8b" and head[:3] != b"\x00\x00\x08":  # gzip's magic, or IDX's of unsigned bytes
+        raise DataError(f"--images {path} is not a folder, a .png/.jpg image, a .npy array or an IDX file "
+                        "(gzipped or plain): give one of those")
+    return None, shaped(read_idx(path), shape, path)
+
+
+def image_files(folder, what):
+    """The PNG/JPEG files of `folder` (not hidden, not in subfolders), sorted by name; DataError naming it as
+    `what` if it cannot be read."""
+    try:
+        return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+    except OSError as e:
+        raise DataError(f"cannot read {what} {folder}: {e.strerror or e}") from None
+
+
+def read_folder(folder, shape):
+    """The PNG/JPEG files of `folder` (not its subfolders), sorted by name, as (names, uint8 [N, C, H, W])."""
+    files = image_files(folder, "the --images folder")
+    if not files:
+        raise DataError(f"--images {folder} holds no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}; "
+                        "subfolders are not read)")
+    return [p.name for p in files], torch.stack([read_image(p, shape) for p in files])
+
+
+def read_image(path, shape):
+    """One image file as the model's shape (C, H, W): grey or RGB, resized if need be: uint8 [C, H, W]."""
+    channels, height, width = shape
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            pixel_format = image.mode
+            if pixel_format.startswith("I;16") or pixel_format == "I":  # 16-bit grey, which convert("L") would clip
+                grey = (np.array(image, dtype=np.int64).clip(0, 65535) + 128) // 257
+                image = Image.fromarray(grey.astype(np.uint8))
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+    except Exception as e:  # PIL raises many kinds for a file that is not a whole image
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
+    return pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # [H, W(, C)] -> [C, H, W]
+
+
+# -- a folder of the user's images to train on (--dataset folder) -------------------------------------
+
+
+@dataclass
+class FolderLayout:
+    """What a folder holds, from its file names alone (no image is opened): scan_folder's answer."""
+    root: Path
+    classes: tuple  # the class subfolders' names, sorted; () for a flat, unlabelled folder
+    files: dict  # "train" and "test" (from DIR/train and DIR/test), or "all": [(path, label)] in order
+    split_given: bool  # DIR/train and DIR/test exist
+
+
+def scan_folder(directory) -> FolderLayout:
+    """The images of --directory and their labels, as torchvision's ImageFolder finds them (classes in sorted
+    name order), but only PNG/JPEG files directly in the folder or in one class subfolder; DataError, one line,
+    for a folder that cannot be trained on."""
+    if directory is None:
+        raise DataError("--dataset folder needs --directory DIR: a folder of PNG/JPEG images, or of class "
+                        "subfolders of them")
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--directory {root}: " + ("not a folder" if root.exists() else "no such folder")
+                        + "; give the folder that holds your images")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train_classes, train = _scan_split(root / "train")
+        test_classes, test = _scan_split(root / "test", train_classes)
+        if bool(train_classes) != bool(test_classes):
+            raise DataError(f"{root}/train and {root}/test must both hold class subfolders, or both images alone "
+                            f"({root / ('train' if train_classes else 'test')} has class subfolders)")
+        return FolderLayout(root, train_classes, {"train": train, "test": test}, True)
+    classes, files = _scan_split(root)
+    if len(files) < 2:
+        raise DataError(f"{root} holds only one image ({files[0][0].name}): give at least two, one to train on "
+                        "and one to test on")
+    return FolderLayout(root, classes, {"all": files}, False)
+
+
+def _scan_split(folder, known_classes=None):
+    """(class names, [(path, label)]) of one folder: its images, or its class subfolders' images."""
+    try:
+        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        subfolders = [p for p in entries if p.is_dir()]
+    except OSError as e:
+        raise DataError(f"cannot read the folder {folder}: {e.strerror or e}") from None
+    kinds = ", ".join("*" + s for s in IMAGE_SUFFIXES)
+    if subfolders and images:
+        raise DataError(f"{folder} holds both images ({images[0].name} ...) and subfolders ({subfolders[0].name} "
+                        "...): put every image in a class subfolder, or move the subfolders out for a flat, "
+                        "unlabelled folder")
+    if not subfolders:
+        if not images:
+            raise DataError(f"{folder} holds no images ({kinds}) and no class subfolders of them")
+        return (), [(p, UNLABELLED) for p in images]
+    classes = tuple(p.name for p in subfolders)
+    if known_classes is not None and known_classes:  # the test split: the training split's label numbers
+        unknown = [c for c in classes if c not in known_classes]
+        if unknown:
+            raise DataError(f"{folder / unknown[0]} is a class that {folder.parent / 'train'} does not have: the "
+                            "test classes must be among the training classes")
+    numbering = known_classes or classes
+    files = []
+    for sub in subfolders:
+        mine = image_files(sub, "the folder")
+        if not mine:
+            raise DataError(f"the class folder {sub} holds no images ({kinds}; its subfolders are not read): add "
+                            "some, or remove it")
+        files += [(p, numbering.index(sub.name)) for p in mine]
+    return classes, files
+
+
+def load_folder(directory, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """--dataset folder: every image of scan_folder(directory) converted to grey 28x28 (FOLDER_SHAPE, resized,
+    aspect not kept) and held as uint8 [N, 28, 28] like the MNIST sets, labels by class subfolder (UNLABELLED
+    for a flat folder). The test split is DIR/test when DIR/train and DIR/test exist; otherwise round(N *
+    test_fraction) images (at least one, at most N - 1) drawn by `seed`: the same ones every run."""
+    layout = scan_folder(directory)
+
+    def split(files):
+        images = torch.stack([read_image(path, FOLDER_SHAPE)[0] for path, _ in files])  # [N, 28, 28]
+        return Split(images, torch.tensor([label for _, label in files], dtype=torch.int64))
+
+    if layout.split_given:
+        train, test = split(layout.files["train"]), split(layout.files["test"])
+    else:
+        everything = split(layout.files["all"])
+        n = len(everything.images)
+        n_test = min(max(1, round(n * test_fraction)), n - 1)
+        held = torch.zeros(n, dtype=torch.bool)
+        held[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_test]] = True
+        train = Split(everything.images[~held], everything.labels[~held])  # file order kept in each split
+        test = Split(everything.images[held], everything.labels[held])
+    return Dataset(FOLDER, train, test, layout.classes)
+
+
+def read_array(path, shape):
+    """A .npy array of images: integers in 0..255 (uint8 [N, C, H, W]) or floats in [0, 1] (float32)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as e:  # not a .npy, truncated, or an array of Python objects
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"--images {path} is not a readable .npy array ({detail})") from None
+    kind = array.dtype.kind
+    if kind in "ui" and array.size and (array.min() < 0 or array.max() > 255):
+        raise DataError(f"--images {path} holds whole numbers from {array.min()} to {array.max()}: pixels must lie "
+                        "in 0..255 (or be floats in [0, 1])")
+    if kind == "f" and array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+        raise DataError(f"--images {path} holds floats outside [0, 1] (from {np.nanmin(array):.4g} to "
+                        f"{np.nanmax(array):.4g}, or not finite): scale the pixels to [0, 1], or give uint8 0..255")
+    if kind not in "uif":
+        raise DataError(f"--images {path} holds {array.dtype} values: give uint8 pixels 0..255 or floats in [0, 1]")
+    images = torch.from_numpy(array.astype(np.uint8 if kind in "ui" else np.float32))
+    return shaped(images, shape, path)
+
+
+def shaped(images, shape, path):
+    """images [N, H, W], [N, C, H, W] or [N, C*H*W] as [N, C, H, W] of the model's shape, or DataError."""
+    channels, height, width = shape
+    if images.dim() == 3 and channels == 1 and tuple(images.shape[1:]) == (height, width):
+        images = images[:, None]
+    elif images.dim() == 2 and images.shape[1] == channels * height * width:
+        images = images.reshape(-1, *shape)
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        want = f"[N, {height}, {width}]" if channels == 1 else f"[N, {channels}, {height}, {width}]"
+        raise DataError(f"--images {path} holds an array of shape {list(images.shape)}; the model takes images "
+                        f"{want} ([N, {channels}, {height}, {width}] or [N, {channels * height * width}] also do)")
+    if len(images) == 0:
+        raise DataError(f"--images {path} holds no images")
+    return images
+
+
+# -- IDX files (MNIST's format) ----------------------------------------------------------------------
+
+
+def read_idx(path) -> torch.Tensor:
+    """Read a uint8 IDX file (gzip-compressed or plain) into a tensor of the shape its header gives."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path} is truncated or not valid gzip ({one_line(e)}); "
+                        "delete it and download it again") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or one_line(e)}") from None
+
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); "
+                        "delete it and download it again")
+    type_code, ndim = raw[2], raw[3]
+    if type_code != IDX_UBYTE:
+        raise DataError(f"{path} holds IDX type 0x{type_code:02x}, expected unsigned bytes (0x08)")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path} has a bad IDX header ({ndim} dimensions, {len(raw)} bytes); "
+                        "delete it and download it again")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = math.prod(dims)  # Python ints: a corrupt header cannot overflow
+    if len(raw) - header != size:
+        raise DataError(f"{path} is truncated or corrupt: header says {list(dims)} = {size} bytes of data, "
+                        f"file holds {len(raw) - header}; delete it and download it again")
+    array = np.frombuffer(raw, dtype=np.uint8, count=size, offset=header).reshape(dims)
+    return torch.from_numpy(array.copy())  # copy: frombuffer over bytes is read-only
+
+
+def write_idx(path, tensor_uint8: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file, gzip-compressed if `path` ends in .gz; atomic."""
+    assert tensor_uint8.dtype == torch.uint8 and tensor_uint8.dim() >= 1, (tensor_uint8.dtype, tensor_uint8.shape)
+    path = Path(path)
+    array = tensor_uint8.detach().cpu().contiguous().numpy()
+    payload = struct.pack(f">BBBB{array.ndim}I", 0, 0, IDX_UBYTE, array.ndim, *array.shape) + array.tobytes()
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, compresslevel=9, mtime=0)  # mtime=0: same data, same bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # same folder: atomic replace
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & umask, unlike mkstemp's 0o600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def one_line(error: Exception, limit: int = 200) -> str:
+    """An exception as one short line: its type, and its message's lines joined."""
+    text = " ".join(str(error).split())  # split() also removes newlines
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
