@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -156,6 +156,19 @@ def check_train(args, typed, weights, source):
     return model_cfg, train_cfg
 
 
+def image_flags(args, typed, saved=None):
+    """(image_size, channels) to read the data with: the flags', or a resumed model's own image shape (`saved`,
+    its ModelConfig), which typed flags must not contradict."""
+    if saved is None:
+        return args.image_size, args.channels
+    channels, height, width = saved.image_shape
+    if ("image_size" in typed and (args.image_size,) * 2 != (height, width)) or (
+            "channels" in typed and args.channels != channels):
+        raise UsageError(f"--resume: the checkpoint was trained on images of {channels} x {height} x {width} "
+                         "(channels x height x width): drop --image_size and --channels")
+    return (height, width), channels
+
+
 def refuse_an_earlier_run(weights):
     """UsageError if `weights` holds a checkpoint: a forgotten --resume must not lose a run."""
     if (weights / utils.CHECKPOINT_NAME).exists():
@@ -182,7 +195,12 @@ def train(args, typed, actions):
                              f"{model_cfg.n_classes}: pass the --directory it was trained on")
     set_threads(args.threads)
     # read before any folder is made: a bad image or data file leaves nothing behind
-    data = load_dataset(args.dataset, args.directory, args.download, seed=args.seed, test_fraction=args.test_fraction)
+    image_size, channels = image_flags(args, typed, model_cfg if ckpt is not None else None)
+    data = load_dataset(args.dataset, args.directory, args.download, seed=args.seed, test_fraction=args.test_fraction,
+                        image_size=image_size, channels=channels)
+    if ckpt is None:  # the networks take the images as they were read
+        model_cfg = replace(model_cfg, image_shape=data.shape)
+        variants.check(model_cfg, train_cfg)
     device = utils.choose_device(args.device)
     rank, world_size, device = join_torchrun(device)
     lock = None
@@ -245,7 +263,7 @@ def _train(args, data, model_cfg, train_cfg, ckpt, source, weights, device, rank
 
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    say(f"training {model.title} on {described(data, args.directory)} images), {device}"
+    say(f"training {model.title} on {described(data, args.directory)}), {device}"
         + (f" x {world_size} processes" if world_size > 1 else "")
         + f", {train_cfg.precision}; weights in {weights}/")
     should_stop = (lambda: bool(stop)) if world_size == 1 else AgreedStop(stop, device)
@@ -312,7 +330,9 @@ def labelled_numbers(numbers, data):
 
 def described(data, directory):
     """"NAME (N train / M test" for the line that starts a run; for a folder also where it is and its classes."""
-    sizes = f"{len(data.train.images)} train / {len(data.test.images)} test"
+    channels, height, width = data.shape
+    sizes = f"{len(data.train.images)} train / {len(data.test.images)} test images, " \
+            f"{'grey' if channels == 1 else 'RGB'} {height}x{width}"
     if data.name != FOLDER:
         return f"{data.name} ({sizes}"
     return f"folder {directory} ({f'{len(data.classes)} classes' if data.classes else 'unlabelled'}; {sizes}"
@@ -391,8 +411,9 @@ def data_of(model, dataset=None, directory=None):
     """The data set a model was trained on (or the one named), never downloaded; a folder's test split held out
     as in training (the checkpoint's seed and test_fraction)."""
     t = model.train_cfg
+    channels, height, width = model.model_cfg.image_shape  # read as the model takes them
     data = load_dataset(dataset or t.dataset, directory or t.directory, download=False, seed=t.seed,
-                        test_fraction=t.test_fraction)
+                        test_fraction=t.test_fraction, image_size=(height, width), channels=channels)
     if data.classes and len(data.classes) != model.model_cfg.n_classes and model.reads_labels():
         raise UsageError(f"{directory or t.directory} holds {len(data.classes)} classes and the model was trained on "
                          f"{model.model_cfg.n_classes}: pass the --directory it was trained on")

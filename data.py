@@ -1,19 +1,28 @@
-"""The named data sets, read into uint8 tensors in memory: MNIST and Fashion-MNIST (IDX files, downloaded with
-torchvision when asked), the embedded MNIST sample, a folder of the user's images, and a tiny synthetic MNIST
-for tests.
+"""The named data sets, read into uint8 tensors in memory: MNIST, Fashion-MNIST and torchvision's other small
+sets (KMNIST, QMNIST, EMNIST, SVHN, CIFAR-10), read offline from torchvision's layouts or downloaded with it when
+asked; the embedded MNIST sample, a folder of the user's images, and a tiny synthetic MNIST for tests.
 
 Each split is held as one uint8 tensor of images, [N, H, W] for grey sets and [N, C, H, W] for colour ones,
-and one int64 tensor of labels [N]; `to_float` turns images into the float32 [N, C, H, W] in [0, 1] the
-models take.
+and one int64 tensor of labels [N] in 0..len(classes) - 1; `to_float` turns images into the float32
+[N, C, H, W] in [0, 1] the models take.
 
     from data import load_dataset, to_float
     ds = load_dataset("fashion-mnist", "/usr/share/datasets/fashion-mnist")
     x = to_float(ds.train.images)
 
-Datasets: "mnist" and "fashion-mnist" read the four standard IDX files (optionally .gz) from `directory`
-or from torchvision's layout `directory/MNIST/raw/` / `directory/FashionMNIST/raw/`, downloading them with
-torchvision when asked; "mnist-sample" reads 5,000 real MNIST digits shipped in assets/mnist_sample/;
-"folder" reads the PNG/JPEG files of `directory` (images.load_folder). images.py reads the files themselves.
+Datasets, each read from `directory` (DIR), downloaded into it with torchvision when asked:
+  "mnist", "fashion-mnist", "kmnist": the four standard IDX files (optionally .gz) in DIR or in torchvision's
+      DIR/MNIST/raw/, DIR/FashionMNIST/raw/, DIR/KMNIST/raw/; grey [N, 28, 28].
+  "qmnist": qmnist-{train,test}-images-idx3-ubyte and qmnist-{train,test}-labels-idx2-int (int32 IDX whose
+      column 0 is the class) in DIR or DIR/QMNIST/raw/; the test split is "test10k" (QMNIST_TEST).
+  "emnist": emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte in DIR or DIR/EMNIST/raw/, for
+      emnist_split one of EMNIST_SPLITS; turned upright (the files store each image transposed), and the
+      letters' labels 1..26 shifted to 0..25.
+  "svhn": train_32x32.mat and test_32x32.mat in DIR (scipy reads them); colour [N, 3, 32, 32], label 10 -> 0.
+  "cifar10": data_batch_1..5 and test_batch in DIR/cifar-10-batches-py/ or DIR; colour [N, 3, 32, 32].
+  "mnist-sample": 5,000 real MNIST digits shipped in assets/mnist_sample/.
+  "folder": the PNG/JPEG files of DIR (images.load_folder).
+`class_names` gives a set's class names without reading a file. images.py reads the image files themselves.
 """
 import os
 import socket
@@ -23,7 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from images import FOLDER, TEST_FRACTION, DataError, Dataset, Split, load_folder, one_line, read_idx, write_idx
+from images import (FOLDER, TEST_FRACTION, DataError, Dataset, Split, convert, load_folder, one_line, read_idx,
+                    size_pair, write_idx)
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "folder")
 
@@ -43,14 +53,31 @@ OFFLINE_OPTIONS = (
 
 
 def load_dataset(name: str, directory, download: bool = False, seed: int = 0,
-                 test_fraction: float = TEST_FRACTION) -> Dataset:
+                 test_fraction: float = TEST_FRACTION, image_size: int = 0, channels: int = 0) -> Dataset:
     """Load `name` (one of DATASETS) from `directory`, downloading it first if asked and not present.
 
-    seed, test_fraction: which images of a folder without train/ and test/ are held out (load_folder)."""
+    seed, test_fraction: which images of a folder without train/ and test/ are held out (load_folder).
+    image_size, channels: --image_size and --channels, the size and channels every image is converted to once;
+    0 is the set's own (for a folder, images.folder_shape's choice)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == FOLDER:
-        return load_folder(directory, seed, test_fraction)
+        return load_folder(directory, seed, test_fraction, image_size, channels)
+    return reshaped(_load_named(name, directory, download), image_size, channels)
+
+
+def reshaped(ds: Dataset, image_size: int = 0, channels: int = 0) -> Dataset:
+    """ds with its images converted to --image_size (N, or (H, W)) and `channels` (0: keep its own)."""
+    own_channels, height, width = ds.shape
+    shape = (channels or own_channels, *(size_pair(image_size) if image_size else (height, width)))
+    if shape == ds.shape:
+        return ds
+    return Dataset(ds.name, Split(convert(ds.train.images, shape), ds.train.labels),
+                   Split(convert(ds.test.images, shape), ds.test.labels), ds.classes)
+
+
+def _load_named(name: str, directory, download: bool) -> Dataset:
+    """A named data set (not a folder) in its own size and channels."""
     if name == "mnist-sample":
         folder = _locate([SAMPLE_DIR])
         if folder is None:
@@ -75,9 +102,10 @@ def load_dataset(name: str, directory, download: bool = False, seed: int = 0,
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float32 [N, 1, 28, 28] in [0, 1]."""
-    assert images_uint8.dtype == torch.uint8 and images_uint8.dim() == 3, (images_uint8.dtype, images_uint8.shape)
-    return images_uint8.unsqueeze(1).to(torch.float32).div_(255)
+    """uint8 [N, H, W] (grey) or [N, C, H, W] -> float32 [N, C, H, W] in [0, 1]."""
+    assert images_uint8.dtype == torch.uint8 and images_uint8.dim() in (3, 4), (images_uint8.dtype, images_uint8.shape)
+    images = images_uint8.unsqueeze(1) if images_uint8.dim() == 3 else images_uint8
+    return images.to(torch.float32).div_(255)
 
 
 def translate(images, shifts, pad):

@@ -146,7 +146,8 @@ def evaluate_checkpoint(model, dataset, config=None):
         "protocol": {
             **asdict(c), "parzen_validation": n_valid, "parzen_validation_images": "the last of the training split",
             "parzen_sigmas": metrics.DEFAULT_SIGMAS.tolist(), "test_images": len(test.images),
-            "train_images": len(train.images), "mmd_bandwidths": bandwidths, "prior": name, **params,
+            "train_images": len(train.images), "pixels": test_images[0].numel(), "mmd_bandwidths": bandwidths,
+            "prior": name, **params,
         },
         "seconds": seconds,
     }
@@ -310,8 +311,8 @@ def _protocol_lines(r):
          f"{p['parzen_samples']:,} prior draws decoded; isotropic Gaussian window, sigma = {r['parzen_sigma']:.3g} "
          f"chosen from logspace(-1, 0, 10) on the last {p['parzen_validation']:,} training images; "
          f"mean ± standard error over the {p['test_images']:,} test images"),
-        ("Reconstruction BCE", f"{r['recon_bce']:.2f} nats / image", "binary cross-entropy summed over the 784 "
-         "pixels, mean over test images"),
+        ("Reconstruction BCE", f"{r['recon_bce']:.2f} nats / image", "binary cross-entropy summed over the "
+         f"{p.get('pixels', 784):,} pixel values, mean over test images"),
         ("Reconstruction MSE", f"{r['recon_mse']:.5f}", "squared error per pixel (pixels in [0, 1]), mean over test "
          "images"),
         (f"k-NN accuracy (k = {p['knn_k']})",
@@ -336,8 +337,9 @@ def _protocol_lines(r):
         f"For comparison, the paper's AAE reaches **{PAPER_PARZEN_MNIST} nats on MNIST** with this protocol "
         "(Makhzani et al. 2016, Table 1); it gives no figure for Fashion-MNIST. Parzen-window estimates are a "
         "poor judge of both likelihood and sample quality (Theis et al. 2016, \"A note on the evaluation of "
-        "generative models\"): in 784 dimensions 10,000 samples are far too few, and the figure can rank a model "
-        "that merely memorises training images above a good one. Read it as a rough, comparable number only.",
+        f"generative models\"): in {p.get('pixels', 784):,} dimensions 10,000 samples are far too few, and the "
+        "figure can rank a model that merely memorises training images above a good one. Read it as a rough, "
+        "comparable number only.",
         "",
         "Per dimension of the code (test codes against the prior):",
         "",

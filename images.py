@@ -18,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 FOLDER = "folder"  # --dataset folder: load_folder's data set name
 UNLABELLED = -1  # the label of every image of a flat folder: aae.select_labels' "no label"
-# Every image of a folder becomes the networks' input shape, grey 28x28, for now (no --image_size/--channels yet).
-FOLDER_SHAPE = (1, 28, 28)
+# A folder whose images differ in size is resized to this (--image_size), as are MNIST's digits.
+FALLBACK_SIZE = 28
+# A folder's own size is taken only up to this many inputs (64x64 RGB): the networks are MLPs, and 1000 units on
+# 3 x 256 x 256 inputs would be 200 million weights. Larger images need --image_size.
+MAX_OWN_INPUTS = 3 * 64 * 64
+GREY_MODES = ("1", "L", "LA", "I", "F")  # PIL's modes of grey images (and "I;16..."); every other is colour
 TEST_FRACTION = 0.1  # held out of a folder without train/ and test/ subfolders (MNIST's 10,000 of 70,000 is 1/7)
 IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only type MNIST-format files use
 
@@ -44,6 +49,12 @@ class Dataset:
     train: Split
     test: Split
     classes: tuple = ()  # a folder's class names (label i is classes[i]); () for the digits and a flat folder
+
+    @property
+    def shape(self) -> tuple:
+        """(C, H, W) of one image as the networks take it (grey sets hold [N, H, W]: C is 1)."""
+        shape = tuple(self.train.images.shape[1:])
+        return (1, *shape) if len(shape) == 2 else shape
 
     @property
     def labelled(self) -> bool:
@@ -191,16 +202,19 @@ def _scan_split(folder, known_classes=None):
     return classes, files
 
 
-def load_folder(directory, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
-    """--dataset folder: every image of scan_folder(directory) converted to grey 28x28 (FOLDER_SHAPE, resized,
-    aspect not kept) and held as uint8 [N, 28, 28] like the MNIST sets, labels by class subfolder (UNLABELLED
-    for a flat folder). The test split is DIR/test when DIR/train and DIR/test exist; otherwise round(N *
-    test_fraction) images (at least one, at most N - 1) drawn by `seed`: the same ones every run."""
+def load_folder(directory, seed: int = 0, test_fraction: float = TEST_FRACTION, image_size: int = 0,
+                channels: int = 0) -> Dataset:
+    """--dataset folder: every image of scan_folder(directory) converted to folder_shape's (C, H, W) (resized,
+    aspect not kept) and held as uint8 [N, H, W] (grey, like the MNIST sets) or [N, 3, H, W], labels by class
+    subfolder (UNLABELLED for a flat folder). The test split is DIR/test when DIR/train and DIR/test exist;
+    otherwise round(N * test_fraction) images (at least one, at most N - 1) drawn by `seed`: the same ones
+    every run."""
     layout = scan_folder(directory)
+    shape = folder_shape(layout, image_size, channels)
 
     def split(files):
-        images = torch.stack([read_image(path, FOLDER_SHAPE)[0] for path, _ in files])  # [N, 28, 28]
-        return Split(images, torch.tensor([label for _, label in files], dtype=torch.int64))
+        images = torch.stack([read_image(path, shape) for path, _ in files])  # [N, C, H, W]
+        return Split(images[:, 0] if shape[0] == 1 else images, torch.tensor([label for _, label in files]))
 
     if layout.split_given:
         train, test = split(layout.files["train"]), split(layout.files["test"])
@@ -213,6 +227,62 @@ def load_folder(directory, seed: int = 0, test_fraction: float = TEST_FRACTION) 
         train = Split(everything.images[~held], everything.labels[~held])  # file order kept in each split
         test = Split(everything.images[held], everything.labels[held])
     return Dataset(FOLDER, train, test, layout.classes)
+
+
+def folder_shape(layout, image_size: int = 0, channels: int = 0) -> tuple:
+    """(C, H, W) that a folder's images become: --channels and --image_size (N, or (H, W)) where given (0: not
+    given), else
+    the images' own when they all agree: grey 1 or colour 3 (a mix is refused), and their size (else 28x28).
+    Reads only the files' headers."""
+    sizes, kinds = {}, {}
+    for path, _ in (pair for files in layout.files.values() for pair in files):
+        size, mode = image_header(path)
+        sizes.setdefault(size, path)
+        kinds.setdefault(mode.startswith("I;16") or mode in GREY_MODES, path)
+    if not channels:
+        if len(kinds) > 1:
+            raise DataError(f"{layout.root} mixes grey images ({kinds[True].name} ...) and colour ones "
+                            f"({kinds[False].name} ...): pass --channels 1 to make them all grey, or --channels 3 "
+                            "for colour")
+        channels = 1 if True in kinds else 3
+    if image_size:
+        return (channels, *size_pair(image_size))
+    if len(sizes) > 1:
+        return channels, FALLBACK_SIZE, FALLBACK_SIZE
+    (width, height), path = next(iter(sizes.items()))
+    if channels * height * width > MAX_OWN_INPUTS:
+        raise DataError(f"{layout.root}'s images are {width}x{height} ({path.name} ...), more inputs than these "
+                        f"fully connected networks take well: pass --image_size, e.g. 32 (64 at most for colour)")
+    return channels, height, width
+
+
+def size_pair(image_size):
+    """(H, W) of --image_size N (N x N), or of a model's own (H, W) as the loaders are also given it."""
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
+def image_header(path):
+    """((width, height), PIL mode) of an image file, from its header alone; DataError naming it if unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except Exception as e:  # PIL raises many kinds for a file that is not an image
+        detail = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
+
+
+def convert(images, shape):
+    """uint8 images [N, H, W] or [N, C, H, W] as `shape` (C, H, W): grey made colour by repeating it, colour made
+    grey as PIL's convert("L") weighs it (ITU-R 601), resized with antialiasing; uint8 [N, H, W] when C is 1."""
+    channels, height, width = shape
+    x = (images[:, None] if images.dim() == 3 else images).float()
+    if x.shape[1] != channels:
+        x = x.repeat(1, 3, 1, 1) if channels == 3 else (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(
+            1, keepdim=True)
+    if tuple(x.shape[2:]) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    x = x.round().clamp(0, 255).to(torch.uint8)
+    return x[:, 0] if channels == 1 else x
 
 
 def read_array(path, shape):

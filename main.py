@@ -103,6 +103,9 @@ def non_negative_float(text):
     return value + 0.0  # -0 -> 0
 
 
+MAX_IMAGE_SIZE = 128  # 3 x 128 x 128 inputs to 1000 units is 49 million weights a layer
+
+
 def at_most(most, why):
     """positive_int with an upper bound: past it a run would only exhaust memory or threads."""
 
@@ -176,16 +179,22 @@ def build_parser():
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="mnist",
                       help="mnist (download or IDX files), fashion-mnist, mnist-sample: 5,000 real digits kept in "
-                           "this repository, or folder: your PNG/JPEG images in --directory, each made grey and "
-                           "28x28 (resized, aspect not kept; other sizes, colour and torchvision's other sets are not "
-                           "offered yet). Class subfolders (DIR/<class>/*.png, classes in name order, as torchvision's "
-                           "ImageFolder) give labels; a flat folder has none and trains the plain AAE only. "
-                           "DIR/train and DIR/test, if both exist, are the splits")
+                           "this repository, or folder: your PNG/JPEG images in --directory. Class subfolders "
+                           "(DIR/<class>/*.png, classes in name order, as torchvision's ImageFolder) give labels; a "
+                           "flat folder has none and trains the plain AAE only. DIR/train and DIR/test, if both "
+                           "exist, are the splits")
     data.add_argument("--directory", default="data", help="where the data lives, or is downloaded to")
     data.add_argument("--test_fraction", type=open_fraction, default=0.1,
                       help="--dataset folder without train/ and test/: the share of its images held out for testing, "
                            "chosen by --seed (the same images every run with the same seed)")
     boolean_flag(data, "--download", False, "download the dataset with torchvision if it is not in --directory")
+    data.add_argument("--image_size", type=at_most(MAX_IMAGE_SIZE, "the networks are fully connected"), default=0,
+                      metavar="N",
+                      help="resize every image to N x N once, when the data is read (aspect not kept) (default: the "
+                           "data set's own size; for a folder whose images differ in size, 28)")
+    data.add_argument("--channels", type=int, choices=(1, 3), default=0,
+                      help="1: make every image grey; 3: colour (RGB) (default: the data set's own; a folder that "
+                           "mixes grey and colour images needs it)")
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=100, help="epochs to train in all")

@@ -22,10 +22,11 @@ TINY = ["--latent_dim", "2", "--epochs", "1", "--batch_size", "10", "--threads",
 SHAPES = ("circle", "square", "stripes")  # the class subfolders, in sorted name order: labels 0, 1, 2
 
 
-def picture(shape, i):
-    """One picture of `shape`: white on black; every third RGB (red), sizes 28, 40x32 and 20."""
+def picture(shape, i, colour="grey"):
+    """One picture of `shape`: white on black, sizes 28, 40x32 and 20 in turn; colour "grey", "rgb" (red ink), or
+    "mixed": every third RGB."""
     size = ((28, 28), (40, 32), (20, 20))[i % 3]
-    rgb = i % 3 == 1
+    rgb = colour == "rgb" or (colour == "mixed" and i % 3 == 1)
     image = Image.new("RGB" if rgb else "L", size, 0)
     ink = (255, 40, 40) if rgb else 255
     draw = ImageDraw.Draw(image)
@@ -40,14 +41,14 @@ def picture(shape, i):
     return image
 
 
-def write_pictures(folder, shapes=SHAPES, per_class=10, flat=False):
+def write_pictures(folder, shapes=SHAPES, per_class=10, flat=False, colour="grey"):
     """per_class pictures of each shape: PNG, and every fourth a JPEG; in class subfolders, or flat."""
     for shape in shapes:
         target = folder if flat else folder / shape
         target.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             suffix = ".jpg" if i % 4 == 3 else ".png"
-            picture(shape, i).save(target / f"{shape}_{i:02d}{suffix}")
+            picture(shape, i, colour).save(target / f"{shape}_{i:02d}{suffix}")
     return folder
 
 
@@ -57,12 +58,20 @@ def classes_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory):
+    return write_pictures(tmp_path_factory.mktemp("mixed"), colour="mixed")
+
+
+@pytest.fixture(scope="module")
 def flat_dir(tmp_path_factory):
     return write_pictures(tmp_path_factory.mktemp("flat"), flat=True)
 
 
-def test_class_subfolders_give_labels_in_sorted_order_and_every_image_is_grey_28x28(classes_dir):
-    ds = data.load_dataset("folder", classes_dir)
+def test_class_subfolders_give_labels_in_sorted_order_and_channels_1_makes_every_image_grey(mixed_dir):
+    with pytest.raises(images.DataError, match="mixes grey images .* and colour ones .*--channels 1"):
+        data.load_dataset("folder", mixed_dir)
+    ds = data.load_dataset("folder", mixed_dir, channels=1)
+    assert ds.shape == (1, 28, 28)  # the images differ in size: 28x28
     assert ds.classes == SHAPES and ds.labelled
     assert len(ds.train.images) == 27 and len(ds.test.images) == 3  # round(30 * 0.1) held out
     for split in (ds.train, ds.test):
@@ -74,9 +83,9 @@ def test_class_subfolders_give_labels_in_sorted_order_and_every_image_is_grey_28
     everything = torch.cat([ds.train.images, ds.test.images])
     assert any(torch.equal(first, image) for image in everything)
     # an RGB 40x32 red square is converted to grey (L = 0.299 R + ...) and resized: its middle is lit, its corner dark
-    square = Image.open(classes_dir / "square" / "square_01.png")
+    square = Image.open(mixed_dir / "square" / "square_01.png")
     assert square.mode == "RGB" and square.size == (40, 32)
-    grey = images.read_image(classes_dir / "square" / "square_01.png", images.FOLDER_SHAPE)[0]
+    grey = images.read_image(mixed_dir / "square" / "square_01.png", (1, 28, 28))[0]
     assert grey[14, 14] == round(0.299 * 255 + 0.587 * 40 + 0.114 * 40) and grey[0, 0] == 0
     assert any(torch.equal(grey, image) for image in everything)
 
@@ -97,7 +106,7 @@ def test_train_and_test_subfolders_are_the_split(tmp_path):
     ds = data.load_dataset("folder", tmp_path)
     assert ds.classes == SHAPES and len(ds.train.images) == 18
     assert ds.test.labels.tolist() == [0, 0, 2, 2]  # stripes keeps the training split's number
-    expected = images.read_image(tmp_path / "test" / "stripes" / "stripes_01.png", images.FOLDER_SHAPE)[0]
+    expected = images.read_image(tmp_path / "test" / "stripes" / "stripes_01.png", (1, 28, 28))[0]
     assert torch.equal(ds.test.images[3], expected)
 
 
@@ -118,7 +127,7 @@ def test_a_flat_folder_trains_the_plain_aae_then_draws_and_evaluates(flat_dir, t
     code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
                           "--eval_every", "1", *TINY], capsys)
     assert code == 0, err
-    assert f"on folder {flat_dir} (unlabelled; 27 train / 3 test images)" in out
+    assert f"on folder {flat_dir} (unlabelled; 27 train / 3 test images, grey 28x28)" in out
     row = utils.read_csv(weights / utils.LOG_NAME)[0]
     assert math.isnan(row["knn_accuracy"]) and math.isfinite(row["parzen_ll"])  # per-epoch numbers, k-NN skipped
     ckpt = torch.load(weights / utils.CHECKPOINT_NAME, weights_only=True)
@@ -144,7 +153,7 @@ def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(c
     code, out, err = run(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(weights),
                           "--mode", "supervised", "--seed", "3", *TINY], capsys)
     assert code == 0, err
-    assert " (3 classes; 27 train / 3 test images)" in out
+    assert " (3 classes; 27 train / 3 test images, grey 28x28)" in out
     model = utils.load_models(weights)
     assert model.model_cfg.n_classes == 3 and model.train_cfg.seed == 3
     test = data.load_dataset("folder", classes_dir, seed=3).test
@@ -203,6 +212,10 @@ def one_image(folder):
     (bad(lambda f: (f / "zebra").mkdir()), ["class folder", "zebra holds no images"]),
     (bad(lambda f: (f / "notes.txt").write_text("not a picture")), None),  # other files are passed over
     (bad(lambda f: picture("circle", 0).save(f / "loose.png")), ["holds both images (loose.png", "subfolders"]),
+    (bad(lambda f: picture("circle", 0, "rgb").save(f / "circle" / "red.png")),
+     ["mixes grey images (circle_00.png ...) and colour ones (red.png ...)", "--channels 1", "--channels 3"]),
+    (bad(lambda f: [p.unlink() or Image.new("RGB", (80, 70)).save(p) for p in f.rglob("*.*")]),
+     ["images are 80x70", "pass --image_size"]),
 ])
 def test_bad_folders_get_one_line_and_exit_1_and_nothing_is_written(make, words, tmp_path, capsys):
     folder = make(tmp_path)
@@ -237,3 +250,63 @@ def test_test_fraction_is_refused_for_the_mnist_sets_and_outside_0_1(tmp_path, c
     with pytest.raises(SystemExit) as e:
         main.main(["--dataset", "folder", "--test_fraction", "1", "--weights", str(tmp_path / "w")])
     assert e.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
+
+
+# -- sizes and colour: --image_size, --channels, and a folder's own ------------------------------------------
+
+
+def test_a_folder_of_one_size_and_colour_keeps_its_own_and_the_flags_convert_it(tmp_path):
+    folder = write_pictures(tmp_path / "rgb", per_class=3, colour="rgb")
+    for path in folder.rglob("*.*"):  # all 24x20 (width x height)
+        Image.open(path).convert("RGB").resize((24, 20)).save(path)
+    ds = data.load_dataset("folder", folder)
+    assert ds.shape == (3, 20, 24) and ds.train.images.dtype == torch.uint8 and ds.train.images.shape[1:] == (3, 20, 24)
+    red = images.read_image(folder / "circle" / "circle_00.png", (3, 20, 24))
+    assert any(torch.equal(red, image) for image in torch.cat([ds.train.images, ds.test.images]))
+    assert data.load_dataset("folder", folder, image_size=16).shape == (3, 16, 16)
+    grey = data.load_dataset("folder", folder, image_size=16, channels=1)
+    assert grey.shape == (1, 16, 16) and grey.train.images.shape[1:] == (16, 16)
+
+
+def test_a_named_set_is_converted_once_by_the_flags():
+    own = data.load_dataset("mnist-sample", None)
+    assert own.shape == (1, 28, 28)
+    ds = data.load_dataset("mnist-sample", None, image_size=14, channels=3)
+    assert ds.shape == (3, 14, 14) and ds.train.images.dtype == torch.uint8 and len(ds.test.images) == len(own.test.images)
+    assert torch.equal(ds.train.images[:, 0], ds.train.images[:, 2])  # grey made colour: three equal channels
+    # resized with antialiasing, as PIL resizes a folder's images
+    pil = [np.array(Image.fromarray(image.numpy()).resize((14, 14), Image.Resampling.BILINEAR)) for image in
+           own.train.images[:20]]
+    assert (ds.train.images[:20, 0].float() - torch.from_numpy(np.stack(pil)).float()).abs().max() <= 1
+    # colour made grey as PIL weighs it
+    rgb = torch.tensor([[[[255]], [[40]], [[40]]]], dtype=torch.uint8)  # [1, 3, 1, 1]
+    assert images.convert(rgb, (1, 1, 1)).item() == round(0.299 * 255 + 0.587 * 40 + 0.114 * 40)
+
+
+def test_a_colour_folder_trains_resumes_and_every_command_reads_it_as_the_model_takes_it(tmp_path, capsys):
+    folder = write_pictures(tmp_path / "rgb", per_class=6, colour="rgb")
+    weights = tmp_path / "w"
+    code, out, err = run(["--dataset", "folder", "--directory", str(folder), "--weights", str(weights),
+                          "--image_size", "12", *TINY], capsys)
+    assert code == 0, err
+    assert "(3 classes; 16 train / 2 test images, RGB 12x12)" in out
+    model = utils.load_models(weights)
+    assert tuple(model.model_cfg.image_shape) == (3, 12, 12)
+    for picture_file in ("samples.png", "reconstructions.png"):
+        assert Image.open(weights / picture_file).mode == "RGB"
+    # resuming reads the folder at the checkpoint's shape; a contradicting flag is refused
+    code, out, err = run(["--weights", str(weights), "--resume", "--image_size", "16", "--epochs", "2"], capsys)
+    assert code == 2 and "trained on images of 3 x 12 x 12" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(["--weights", str(weights), "--resume", "--epochs", "2"], capsys)
+    assert code == 0, err
+    code, out, err = run(["evaluate", "--weights", str(weights), "--samples", "20", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert json.loads((weights / "metrics.json").read_text())["protocol"]["pixels"] == 3 * 12 * 12
+    code, out, err = run(["encode", "--weights", str(weights), "--images", str(folder / "circle"),
+                          "--out", str(tmp_path / "codes.npy")], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "codes.npy").shape == (6, 2)
+    code, out, err = run(["generate", "--weights", str(weights), "-n", "3", "--out", str(tmp_path / "gen")], capsys)
+    assert code == 0, err
+    made = sorted((tmp_path / "gen").iterdir())
+    assert len(made) == 3 and all(Image.open(p).mode == "RGB" and Image.open(p).size == (12, 12) for p in made)

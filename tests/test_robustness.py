@@ -454,7 +454,7 @@ SPEC = {
     "augment": whole(0), "consistency_weight": non_negative_number,
     "consistency_threshold": finite_number(lambda v: 0 <= v < 1), "tensorboard_every": whole(1),
     "test_fraction": finite_number(lambda v: 0 < v < 1), "samples": whole(1), "number": whole(1, 1_000_000),
-    "category": whole(0),
+    "category": whole(0), "image_size": whole(1, 128), "channels": lambda v: whole(1, 3)(v) and int(v) != 2,
 }
 
 
