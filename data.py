@@ -24,27 +24,61 @@ Datasets, each read from `directory` (DIR), downloaded into it with torchvision 
   "folder": the PNG/JPEG files of DIR (images.load_folder).
 `class_names` gives a set's class names without reading a file. images.py reads the image files themselves.
 """
+import gzip
+import math
 import os
+import pickle
 import socket
+import string
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from images import (FOLDER, TEST_FRACTION, DataError, Dataset, Split, convert, load_folder, one_line, read_idx,
                     size_pair, write_idx)
 
-DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "folder")
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "folder", "kmnist", "qmnist", "emnist", "svhn", "cifar10")
 
 
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST", "qmnist": "QMNIST",
+                      "emnist": "EMNIST"}
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}  # torchvision leaves them in DIR itself
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+COLOUR_SHAPE = (3, 32, 32)  # SVHN's and CIFAR-10's images, channels first
+# QMNIST's test file holds 60,000 digits; its first 10,000 ("test10k") are MNIST's test set rebuilt from NIST.
+# We keep those: scores compare with MNIST's and the paper's, and evaluate (Parzen, k-NN) on 60,000 is 6x slower.
+QMNIST_TEST = 10_000
 SAMPLE_DIR = Path(__file__).resolve().parent / "assets" / "mnist_sample"
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation; without one a stalled mirror hangs the run forever
+
+DIGITS = tuple(string.digits)
+CLASSES = {
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),  # hiragana, romanised
+    "qmnist": DIGITS,
+    "svhn": DIGITS,
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+# torchvision's EMNIST.classes_split_dict, but letters without its "N/A": the files label the letters 1..26
+_EMNIST_MERGED = set("cijklmopsuvwxyz")  # lower case letters that bymerge and balanced fold into upper case
+EMNIST_CLASSES = {
+    "byclass": tuple(sorted(string.digits + string.ascii_letters)),
+    "bymerge": tuple(sorted(set(string.digits + string.ascii_letters) - _EMNIST_MERGED)),
+    "balanced": tuple(sorted(set(string.digits + string.ascii_letters) - _EMNIST_MERGED)),
+    "letters": tuple(string.ascii_lowercase),
+    "digits": DIGITS,
+    "mnist": DIGITS,
+}
+EMNIST_SPLITS = tuple(EMNIST_CLASSES)
 
 OFFLINE_OPTIONS = (
     "--dataset mnist-sample (embedded, works offline), or `apt-get install dataset-fashion-mnist` then "
@@ -53,17 +87,18 @@ OFFLINE_OPTIONS = (
 
 
 def load_dataset(name: str, directory, download: bool = False, seed: int = 0,
-                 test_fraction: float = TEST_FRACTION, image_size: int = 0, channels: int = 0) -> Dataset:
+                 test_fraction: float = TEST_FRACTION, image_size: int = 0, channels: int = 0,
+                 emnist_split: str = "balanced") -> Dataset:
     """Load `name` (one of DATASETS) from `directory`, downloading it first if asked and not present.
 
     seed, test_fraction: which images of a folder without train/ and test/ are held out (load_folder).
     image_size, channels: --image_size and --channels, the size and channels every image is converted to once;
-    0 is the set's own (for a folder, images.folder_shape's choice)."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    0 is the set's own (for a folder, images.folder_shape's choice).
+    emnist_split: which of EMNIST_SPLITS --dataset emnist reads."""
+    class_names(name, emnist_split)  # refuses an unknown name or split before any file is read
     if name == FOLDER:
         return load_folder(directory, seed, test_fraction, image_size, channels)
-    return reshaped(_load_named(name, directory, download), image_size, channels)
+    return reshaped(_load_named(name, directory, download, emnist_split), image_size, channels)
 
 
 def reshaped(ds: Dataset, image_size: int = 0, channels: int = 0) -> Dataset:
@@ -76,29 +111,53 @@ def reshaped(ds: Dataset, image_size: int = 0, channels: int = 0) -> Dataset:
                    Split(convert(ds.test.images, shape), ds.test.labels), ds.classes)
 
 
-def _load_named(name: str, directory, download: bool) -> Dataset:
+def class_names(name: str, emnist_split: str = "balanced") -> tuple:
+    """The class names of a named set, label i being names[i], without reading a file: () for the digit sets
+    "mnist", "fashion-mnist" and "mnist-sample" (10 classes, as their Dataset.classes) and for "folder"
+    (its subfolders decide); DataError for an unknown name, or an unknown emnist_split with "emnist"."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name != "emnist":
+        return CLASSES.get(name, ())
+    if emnist_split not in EMNIST_CLASSES:
+        raise DataError(f"unknown EMNIST split {emnist_split!r}; choose one of {', '.join(EMNIST_SPLITS)}")
+    return EMNIST_CLASSES[emnist_split]
+
+
+def _load_named(name: str, directory, download: bool, emnist_split: str = "balanced") -> Dataset:
     """A named data set (not a folder) in its own size and channels."""
     if name == "mnist-sample":
         folder = _locate([SAMPLE_DIR])
         if folder is None:
             raise DataError(f"the embedded MNIST sample is missing from {SAMPLE_DIR}; "
                             "restore assets/mnist_sample/ from the repository")
-        return _read_dataset(name, folder)
+        return _read_idx_set(name, folder)
 
+    files = _find(name, directory, download, emnist_split)
+    if name == "svhn":
+        return _read_svhn(files)
+    if name == "cifar10":
+        return _read_cifar(files)
+    return _read_idx_set(name, files, emnist_split)
+
+
+def _find(name: str, directory, download: bool, emnist_split: str) -> dict:
+    """{file name: path} of a named set's files in `directory`, downloaded first if asked and not there."""
     if directory is None:
         raise DataError(f"{name} needs a data folder: pass --directory, or use --dataset mnist-sample")
     directory = Path(directory).expanduser()
-    candidates = [directory, directory / TORCHVISION_FOLDER[name] / "raw"]
-    folder = _locate(candidates)
-    if folder is None and download:
-        _download(name, directory)
-        folder = _locate(candidates)
-    if folder is None:
-        looked_for = ", ".join(f"{f}[.gz]" for pair in SPLIT_FILES.values() for f in pair)
+    candidates, names, gz = _layout(name, directory, emnist_split)
+    files = _locate(candidates, names, gz)
+    if files is None and download:
+        _download(name, directory, emnist_split)
+        files = _locate(candidates, names, gz)
+    if files is None:
+        looked_for = ", ".join(f + ("[.gz]" if gz else "") for f in names)
         searched = " and ".join(str(c) for c in candidates)
-        raise DataError(f"{name} not found: looked for {looked_for} in {searched}; "
+        what = f"emnist (split {emnist_split})" if name == "emnist" else name
+        raise DataError(f"{what} not found: looked for {looked_for} in {searched}; "
                         f"pass --download True to fetch it, or use {OFFLINE_OPTIONS}")
-    return _read_dataset(name, folder)
+    return files
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -163,64 +222,236 @@ def _jitter(templates: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> 
     return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _locate(folders):
-    """The first folder holding all four IDX files (plain or .gz) as {base name: path}, else None."""
+def _layout(name: str, directory: Path, emnist_split: str):
+    """Where a named set's files may be: (folders to look in, in order; the file names a folder must hold all of;
+    whether a .gz copy of a file counts)."""
+    if name == "svhn":
+        return [directory], list(SVHN_FILES.values()), False
+    if name == "cifar10":
+        return [directory / CIFAR_FOLDER, directory], [f for files in CIFAR_FILES.values() for f in files], False
+    names = [f for pair in _idx_files(name, emnist_split).values() for f in pair]
+    return [directory, directory / TORCHVISION_FOLDER[name] / "raw"], names, True
+
+
+def _idx_files(name: str, emnist_split: str = "balanced") -> dict:
+    """{split: (images file, labels file)} of an IDX set, the names without .gz."""
+    if name == "qmnist":
+        return {s: (f"qmnist-{s}-images-idx3-ubyte", f"qmnist-{s}-labels-idx2-int") for s in ("train", "test")}
+    if name == "emnist":
+        return {s: (f"emnist-{emnist_split}-{s}-images-idx3-ubyte", f"emnist-{emnist_split}-{s}-labels-idx1-ubyte")
+                for s in ("train", "test")}
+    return SPLIT_FILES
+
+
+def _locate(folders, names=tuple(f for pair in SPLIT_FILES.values() for f in pair), gz: bool = True):
+    """The first folder holding every one of `names` (or, if gz, its .gz) as {name: path}, else None."""
     for folder in folders:
-        found = {}
-        for base in (f for pair in SPLIT_FILES.values() for f in pair):
-            # plain first: torchvision leaves both, and the plain file skips decompression
-            found[base] = next((p for p in (folder / base, folder / f"{base}.gz") if p.is_file()), None)
+        # plain first: torchvision leaves both, and the plain file skips decompression
+        found = {name: next((p for p in (folder / name, folder / f"{name}.gz")[:1 + gz] if p.is_file()), None)
+                 for name in names}
         if all(found.values()):
             return found
     return None
 
 
-def _read_dataset(name: str, files) -> Dataset:
+def _read_idx_set(name: str, files, emnist_split: str = "balanced") -> Dataset:
+    """An IDX set from {file name: path}: QMNIST's class column and test10k; EMNIST upright, letters from 0."""
+    classes = class_names(name, emnist_split)
+    first = 1 if name == "emnist" and emnist_split == "letters" else 0  # the letters are 1..26 in the files
     splits = {}
-    for split, (image_file, label_file) in SPLIT_FILES.items():
-        images, labels = read_idx(files[image_file]), read_idx(files[label_file])
-        if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
-            raise DataError(f"{files[image_file]} holds images of shape {list(images.shape)}, "
-                            "expected [N, 28, 28]; is it an images file?")
-        if labels.dim() != 1:
-            raise DataError(f"{files[label_file]} holds shape {list(labels.shape)}, expected labels [N]; "
-                            "is it a labels file?")
-        if len(images) != len(labels):
-            raise DataError(f"{files[image_file]} holds {len(images)} images but {files[label_file]} holds "
-                            f"{len(labels)} labels; the two files must come from the same download")
-        if len(images) == 0:  # a header saying 0 images is valid IDX, but there is nothing to train or test on
-            raise DataError(f"{files[image_file]} holds no images; delete it and download it again")
-        if len(labels) and int(labels.max()) > 9:
-            raise DataError(f"{files[label_file]} holds label {int(labels.max())}, expected classes 0..9")
-        splits[split] = Split(images, labels.to(torch.int64))
-    return Dataset(name, splits["train"], splits["test"])
+    for split, (image_file, label_file) in _idx_files(name, emnist_split).items():
+        images_path, labels_path = files[image_file], files[label_file]
+        labels = _qmnist_labels(labels_path) if name == "qmnist" else read_idx(labels_path)
+        splits[split] = _checked(read_idx(images_path), labels, images_path, labels_path, (28, 28),
+                                 len(classes) or 10, first)
+    train, test = splits["train"], splits["test"]
+    if name == "emnist":  # stored column by column: each image is transposed (pytorch/vision#8783)
+        train, test = (Split(s.images.transpose(1, 2).contiguous(), s.labels) for s in (train, test))
+    if name == "qmnist":
+        test = Split(test.images[:QMNIST_TEST], test.labels[:QMNIST_TEST])
+    return Dataset(name, train, test, classes)
 
 
-def _download(name: str, directory: Path) -> None:
-    """Fetch the raw files with torchvision into a temporary folder, then move them to <directory>/<Name>/raw/.
+def _checked(images, labels, images_path, labels_path, shape, n_classes: int, first: int = 0) -> Split:
+    """A Split of images [N, *shape] and labels [N] in first..first + n_classes - 1 (stored from 0), or DataError
+    naming the file at fault."""
+    if images.dim() != 1 + len(shape) or tuple(images.shape[1:]) != tuple(shape):
+        raise DataError(f"{images_path} holds images of shape {list(images.shape)}, "
+                        f"expected [N, {', '.join(map(str, shape))}]; is it an images file?")
+    if labels.dim() != 1:
+        raise DataError(f"{labels_path} holds shape {list(labels.shape)}, expected labels [N]; "
+                        "is it a labels file?")
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds "
+                        f"{len(labels)} labels; the two files must come from the same download")
+    if len(images) == 0:  # a header saying 0 images is valid IDX, but there is nothing to train or test on
+        raise DataError(f"{images_path} holds no images; delete it and download it again")
+    last = first + n_classes - 1
+    bad = labels[(labels < first) | (labels > last)]
+    if len(bad):
+        raise DataError(f"{labels_path} holds label {int(bad[0])}, expected classes {first}..{last}")
+    return Split(images, labels.to(torch.int64) - first)
+
+
+def _qmnist_labels(path) -> torch.Tensor:
+    """The classes [N] of a QMNIST labels file: column 0 of its int32 IDX table [N, 8]."""
+    table = _read_int_idx(path)
+    if table.dim() != 2 or table.shape[1] != 8:
+        raise DataError(f"{path} holds shape {list(table.shape)}, expected QMNIST labels [N, 8]; "
+                        "is it a labels file?")
+    return table[:, 0]
+
+
+def _read_int_idx(path) -> torch.Tensor:
+    """An IDX file of big-endian int32 (type 0x0C; gzip-compressed or plain) as int64, shaped as its header says.
+    images.read_idx reads the unsigned-byte ones."""
+    path = Path(path)
+    raw = _file_bytes(path)
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x0c":
+        raise DataError(f"{path} is not an IDX file of 32-bit integers (header {raw[:4].hex() or 'empty'}, "
+                        "expected 00000c..); delete it and download it again")
+    ndim, header = raw[3], 4 + 4 * raw[3]
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path} has a bad IDX header ({ndim} dimensions, {len(raw)} bytes); "
+                        "delete it and download it again")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = math.prod(dims)  # Python ints: a corrupt header cannot overflow
+    if len(raw) - header != 4 * size:
+        raise DataError(f"{path} is truncated or corrupt: header says {list(dims)} = {4 * size} bytes of data, "
+                        f"file holds {len(raw) - header}; delete it and download it again")
+    return torch.from_numpy(np.frombuffer(raw, dtype=">i4", count=size, offset=header).astype(np.int64)
+                            .reshape(dims))
+
+
+def _file_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped if it is gzip; DataError naming it if it cannot be read."""
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b" else raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path} is truncated or not valid gzip ({one_line(e)}); "
+                        "delete it and download it again") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or one_line(e)}") from None
+
+
+def _read_svhn(files) -> Dataset:
+    """SVHN from its two .mat files: X [32, 32, 3, N] -> [N, 3, 32, 32]; y [N, 1] in 1..10, 10 being the digit 0."""
+    try:
+        import scipy.io  # lazy: only SVHN needs it
+    except ImportError:
+        raise DataError("reading SVHN's .mat files needs scipy: pip install scipy") from None
+    splits = {}
+    for split, file in SVHN_FILES.items():
+        path = files[file]
+        try:
+            mat = scipy.io.loadmat(path)
+            x, y = np.asarray(mat["X"]), np.asarray(mat["y"])
+        except Exception as e:  # not a .mat, truncated, or without X and y: scipy raises many kinds
+            raise DataError(f"{path} is not a readable SVHN .mat file ({one_line(e)}); "
+                            "delete it and download it again") from None
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise DataError(f"{path} holds X of {x.dtype} {list(x.shape)}, expected uint8 [32, 32, 3, N]")
+        images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))  # [N, C, H, W]
+        labels = torch.from_numpy(y.astype(np.int64).reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y)
+        checked = _checked(images, labels, path, path, COLOUR_SHAPE, 10, first=1)  # labels 0..9 = file's 1..10
+        splits[split] = Split(checked.images, (checked.labels + 1) % 10)  # file's 10 -> 0, as torchvision does
+    return Dataset("svhn", splits["train"], splits["test"], CLASSES["svhn"])
+
+
+def _read_cifar(files) -> Dataset:
+    """CIFAR-10 from its pickled batches: data uint8 [N, 3072] -> [N, 3, 32, 32], labels 0..9."""
+    splits = {}
+    for split, names in CIFAR_FILES.items():
+        parts = [_cifar_batch(files[name]) for name in names]
+        splits[split] = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return Dataset("cifar10", splits["train"], splits["test"], CLASSES["cifar10"])
+
+
+def _cifar_batch(path) -> Split:
+    """One pickled CIFAR-10 batch (a dict with b"data" and b"labels"), unpickled with nothing but numpy arrays
+    allowed in it: a file found in a folder must not run code."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArraysOnly(f, encoding="bytes").load()
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    except Exception as e:  # truncated, not a pickle, other objects, missing keys: many kinds
+        raise DataError(f"{path} is not a readable CIFAR-10 batch ({one_line(e)}); "
+                        "delete it and download it again") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != math.prod(COLOUR_SHAPE):
+        raise DataError(f"{path} holds data of {data.dtype} {list(data.shape)}, expected uint8 [N, 3072]")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{path} holds labels of {labels.dtype}, expected whole numbers 0..9")
+    images = torch.from_numpy(data.reshape(-1, *COLOUR_SHAPE).copy())  # rows are R, then G, then B planes
+    return _checked(images, torch.from_numpy(labels.astype(np.int64)), path, path, COLOUR_SHAPE, 10)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and plain Python values, and refuses every other global."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        """The allowed globals only; pickle.UnpicklingError for anything else."""
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing {module}.{name} (only numpy arrays are expected)")
+        return super().find_class(module, name)
+
+
+# torchvision's class for each set, and the keyword arguments of the calls that fetch both splits
+TORCHVISION_CALLS = {
+    "mnist": ("MNIST", [{"train": True}]),  # one call fetches the train and test files
+    "fashion-mnist": ("FashionMNIST", [{"train": True}]),
+    "kmnist": ("KMNIST", [{"train": True}]),
+    "qmnist": ("QMNIST", [{"train": True}, {"train": False}]),  # each call fetches its own split only
+    "emnist": ("EMNIST", [{"train": True}]),  # one zip holds every split; split= is added
+    "svhn": ("SVHN", [{"split": "train"}, {"split": "test"}]),
+    "cifar10": ("CIFAR10", [{"train": True}]),  # one archive holds every batch
+}
+ARCHIVES = (".zip", ".tar.gz")  # what torchvision downloaded and unpacked: not moved, dropped with the folder
+
+
+def _download(name: str, directory: Path, emnist_split: str = "balanced") -> None:
+    """Fetch a set with torchvision into a temporary folder in `directory`, then move its files into the layout
+    load_dataset reads (_download_folders).
 
     Files only appear in their final place once complete, so a failed or interrupted download never leaves
     a partial file for the next run to trip over.
     """
-    folder = TORCHVISION_FOLDER[name]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
-            import torchvision  # lazy: slow to import and only needed here
-
-            dataset_class = getattr(torchvision.datasets, folder)
-            previous_timeout = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-            try:
-                dataset_class(tmp, train=True, download=True)  # fetches train and test files
-            finally:
-                socket.setdefaulttimeout(previous_timeout)
-            raw = directory / folder / "raw"
-            raw.mkdir(parents=True, exist_ok=True)
-            for file in sorted((Path(tmp) / folder / "raw").iterdir()):
-                os.replace(file, raw / file.name)
+            _fetch(name, tmp, emnist_split)
+            source, target = _download_folders(name, Path(tmp), directory)
+            target.mkdir(parents=True, exist_ok=True)
+            for file in sorted(source.iterdir()):
+                if file.is_file() and not file.name.endswith(ARCHIVES):
+                    os.replace(file, target / file.name)
     except Exception as e:  # network, HTTP, checksum, disk: torchvision raises many kinds
         raise DataError(f"downloading {name} into {directory} failed ({one_line(e)}); offline options: "
                         f"{OFFLINE_OPTIONS}") from None
 
 
+def _fetch(name: str, root: str, emnist_split: str) -> None:
+    """Let torchvision download `name` into `root` in its own layout, each socket operation timing out."""
+    import torchvision  # lazy: slow to import and only needed here
+
+    class_name, calls = TORCHVISION_CALLS[name]
+    dataset_class = getattr(torchvision.datasets, class_name)
+    extra = {"split": emnist_split} if name == "emnist" else {}
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        for kwargs in calls:
+            dataset_class(root, download=True, **kwargs, **extra)
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def _download_folders(name: str, tmp: Path, directory: Path):
+    """(the folder in `tmp` that torchvision filled, the folder of `directory` its files go to)."""
+    if name == "svhn":
+        return tmp, directory
+    if name == "cifar10":
+        return tmp / CIFAR_FOLDER, directory / CIFAR_FOLDER
+    return tmp / TORCHVISION_FOLDER[name] / "raw", directory / TORCHVISION_FOLDER[name] / "raw"
