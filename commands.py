@@ -122,16 +122,14 @@ def check_data_flags(args, typed):
 
 
 def refuse_unlabelled(model_cfg, train_cfg, layout):
-    """UsageError unless the model can train on a flat folder, which has no labels."""
+    """UsageError if the model trains on labels and the folder is flat, so has none. The models that only are
+    measured against labels (clustering) train on it; their label-based figures are skipped."""
     cls = variants.variant_class(model_cfg)
-    if layout is None or layout.classes or variants.name_of(model_cfg) == "unsupervised":
+    if layout is None or layout.classes or not cls.reads_labels_with(model_cfg, train_cfg):
         return
-    where = f"put the images in class subfolders ({layout.root}/<class>/*.png), or train the plain AAE " \
-            "(--mode unsupervised, without --label_discriminator)"
-    if cls.reads_labels_with(model_cfg, train_cfg):
-        raise UsageError(f"{cls.title} trains on labels, and {layout.root} has none (a flat folder): {where}")
-    raise UsageError(f"{cls.title} is measured against labels, and {layout.root} has none (a flat folder; only the "
-                     f"plain AAE trains on one for now): {where}")
+    raise UsageError(f"{cls.title} trains on labels, and {layout.root} has none (a flat folder): put the images in "
+                     f"class subfolders ({layout.root}/<class>/*.png), or train a model that reads no labels (the "
+                     "plain AAE, --mode clustering)")
 
 
 def check_train(args, typed, weights, source):
@@ -492,7 +490,7 @@ def evaluate(args, typed):
     if model.own_numbers():
         numbers = labelled_numbers(model.numbers(data), data)
         print(", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if isinstance(v, float)))
-        if args.baselines and model.has_baselines:
+        if args.baselines and model.has_baselines and data.labelled:
             measured = model.baselines(data, reference)
             print("baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in measured.items()))
             numbers.update(measured)

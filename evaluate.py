@@ -181,9 +181,9 @@ def summary(results):
 
 
 # The numbers measured against the test images' labels: none of them for a flat folder, which has no labels.
-LABEL_FIGURES = ("test_error", "test_cluster_error", "test_cluster_error_exemplar", "clusters_used",
-                 "style_knn_accuracy", "knn_accuracy", "knn_accuracy_2d", "label_part_accuracy", "kmeans_pixels_error",
-                 "kmeans_codes_error", "labels_alone_error")
+LABEL_FIGURES = ("test_error", "test_cluster_error", "test_cluster_error_exemplar", "style_knn_accuracy",
+                 "knn_accuracy", "knn_accuracy_2d", "label_part_accuracy", "kmeans_pixels_error", "kmeans_codes_error",
+                 "labels_alone_error")
 
 # What each number means, for report.md.
 MEANINGS = {

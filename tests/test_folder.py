@@ -174,7 +174,6 @@ def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(c
     (["--mode", "semi_supervised", "--labels", "3"], "trains on labels"),
     (["--mode", "dim_reduction", "--labels", "3"], "trains on labels"),
     (["--label_discriminator", "--prior", "mixture"], "trains on labels"),
-    (["--mode", "clustering"], "measured against labels"),
 ])
 def test_the_models_that_need_labels_refuse_a_flat_folder_before_any_work(flat_dir, tmp_path, capsys, flags,
                                                                             words):
@@ -182,6 +181,19 @@ def test_the_models_that_need_labels_refuse_a_flat_folder_before_any_work(flat_d
                           str(tmp_path / "w"), *flags, *TINY], capsys)
     assert code == 2 and words in err and "class subfolders" in err and len(err.strip().splitlines()) == 1
     assert out == "" and not (tmp_path / "w").exists()
+
+
+def test_clustering_trains_on_a_flat_folder_and_skips_the_figures_that_need_labels(flat_dir, tmp_path, capsys):
+    weights = tmp_path / "w"
+    code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
+                          "--mode", "clustering", "--clusters", "3", *TINY], capsys)
+    assert code == 0, err
+    assert "label-based figures skipped" in out and (weights / "clustering_clusters.png").is_file()
+    code, out, err = run(["evaluate", "--weights", str(weights), "--threads", "1"], capsys)
+    assert code == 0, err
+    numbers = json.loads((weights / "metrics.json").read_text())
+    assert 1 <= numbers["clusters_used"] <= 3 and "test_cluster_error" not in numbers
+    assert "kmeans_pixels_error" not in numbers  # the baseline is measured against labels too
 
 
 def bad(setup):
