@@ -36,7 +36,7 @@ import priors
 import utils
 import variants
 from config import UNSAVED_VALUES, ModelConfig, TrainConfig, model_config_from
-from data import load_dataset
+from data import class_names, load_dataset
 from images import FOLDER, read_images, scan_folder
 from models import one_hot
 from train import Interrupted, NonFiniteLoss, Trainer
@@ -44,6 +44,9 @@ from train import Interrupted, NonFiniteLoss, Trainer
 EXIT_USAGE, EXIT_FILES, EXIT_DIVERGED = 2, 1, 3
 # What a resumed run may change: everything else decides what is being trained.
 MAY_CHANGE_ON_RESUME = {"epochs", "precision", "directory"}
+
+
+DIGITS = 10  # classes of the MNIST sets, whose Dataset.classes is ()
 
 
 class UsageError(Exception):
@@ -103,11 +106,15 @@ def resumes_over_another_run(source, weights):
 
 def check_data_flags(args, typed):
     """The refusals that need only the flags and a look at --dataset folder's file names (no image is opened);
-    sets args.n_classes to a labelled folder's classes, and returns its FolderLayout (None for the others)."""
+    sets args.n_classes to the data's number of classes, and returns a folder's FolderLayout (None for the
+    named sets)."""
+    if "emnist_split" in typed and args.dataset != "emnist":
+        raise UsageError(f"--emnist_split chooses which EMNIST --dataset emnist reads; {args.dataset} has none: drop it")
     if args.dataset != FOLDER:
         if "test_fraction" in typed:
             raise UsageError(f"--test_fraction holds out part of --dataset folder; {args.dataset} has its own test "
                              "split: drop it")
+        args.n_classes = len(class_names(args.dataset, args.emnist_split)) or DIGITS
         return None
     if args.download:
         raise UsageError("--dataset folder reads your own images from --directory; there is nothing to download: "
@@ -188,14 +195,15 @@ def train(args, typed, actions):
     if ckpt is not None:  # the saved sizes, all of them (merge_resume made the flags agree)
         saved_classes = model_cfg.n_classes
         model_cfg = model_config_from(ckpt["model_config"])
-        if args.dataset == FOLDER and saved_classes != model_cfg.n_classes and "n_classes" in vars(args):
-            raise UsageError(f"{args.directory} now holds {saved_classes} classes, and the checkpoint was trained on "
-                             f"{model_cfg.n_classes}: pass the --directory it was trained on")
+        if saved_classes != model_cfg.n_classes and "n_classes" in vars(args):
+            raise UsageError(f"{args.directory if args.dataset == FOLDER else args.dataset} now has {saved_classes} "
+                             f"classes, and the checkpoint was trained on {model_cfg.n_classes}: pass the --directory it "
+                             "was trained on")
     set_threads(args.threads)
     # read before any folder is made: a bad image or data file leaves nothing behind
     image_size, channels = image_flags(args, typed, model_cfg if ckpt is not None else None)
     data = load_dataset(args.dataset, args.directory, args.download, seed=args.seed, test_fraction=args.test_fraction,
-                        image_size=image_size, channels=channels)
+                        image_size=image_size, channels=channels, emnist_split=args.emnist_split)
     if ckpt is None:  # the networks take the images as they were read
         model_cfg = replace(model_cfg, image_shape=data.shape)
         variants.check(model_cfg, train_cfg)
@@ -411,7 +419,8 @@ def data_of(model, dataset=None, directory=None):
     t = model.train_cfg
     channels, height, width = model.model_cfg.image_shape  # read as the model takes them
     data = load_dataset(dataset or t.dataset, directory or t.directory, download=False, seed=t.seed,
-                        test_fraction=t.test_fraction, image_size=(height, width), channels=channels)
+                        test_fraction=t.test_fraction, image_size=(height, width), channels=channels,
+                        emnist_split=t.emnist_split)
     if data.classes and len(data.classes) != model.model_cfg.n_classes and model.reads_labels():
         raise UsageError(f"{directory or t.directory} holds {len(data.classes)} classes and the model was trained on "
                          f"{model.model_cfg.n_classes}: pass the --directory it was trained on")
@@ -443,10 +452,12 @@ def draw(args, typed):
         if args.classes and not data.labelled:
             raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: the images have no labels (a flat "
                              "folder): drop --classes for random test pairs")
-        if args.classes and any(c not in data.test.labels for c in args.classes):
+        present = set(data.test.labels.tolist())
+        missing = [c for c in args.classes or () if c not in present]
+        if missing:
             top = len(data.classes) - 1 if data.classes else 9
-            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: the test split's labels run from 0 to "
-                             f"{top}")
+            raise UsageError(f"--classes {args.classes[0]} {args.classes[1]}: the test split has no image of class "
+                             f"{missing[0]} (its classes run from 0 to {top})")
     out = Path(args.out) if args.out else checkpoint.parent
     utils.check_writable(out, "--out")
     options = {"classes": args.classes, "n_pairs": args.pairs, "steps": args.steps} if model.draw_flags else {}

@@ -42,6 +42,7 @@ class ModelConfig:
 class TrainConfig:
     dataset: str = "mnist"
     directory: str = "data"  # where the data was read from; `main.py draw` reads the test split there
+    emnist_split: str = "balanced"  # --dataset emnist: which split (torchvision's names); ignored by the others
     epochs: int = 100
     # The paper's batch size. The original used 16, which makes 100 epochs several times slower on a CPU
     # for no gain in quality that we could measure.

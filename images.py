@@ -236,9 +236,9 @@ def folder_shape(layout, image_size: int = 0, channels: int = 0) -> tuple:
     Reads only the files' headers."""
     sizes, kinds = {}, {}
     for path, _ in (pair for files in layout.files.values() for pair in files):
-        size, mode = image_header(path)
+        size, pixel_format = image_header(path)
         sizes.setdefault(size, path)
-        kinds.setdefault(mode.startswith("I;16") or mode in GREY_MODES, path)
+        kinds.setdefault(pixel_format.startswith("I;16") or pixel_format in GREY_MODES, path)
     if not channels:
         if len(kinds) > 1:
             raise DataError(f"{layout.root} mixes grey images ({kinds[True].name} ...) and colour ones "

@@ -22,7 +22,7 @@ import sys
 
 import commands
 from commands import EXIT_FILES, EXIT_USAGE, UsageError
-from data import DATASETS
+from data import DATASETS, EMNIST_SPLITS
 from images import DataError
 from models import ENCODERS
 from priors import PRIORS
@@ -119,12 +119,13 @@ def at_most(most, why):
 
 
 def class_label(text):
+    """A class number, 0 or more (the model's data says how many there are)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class, 0 to 9, got {text!r}") from None
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"labels run from 0 to 9, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a class number, 0 or more, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"classes are numbered from 0, got {value}")
     return value
 
 
@@ -188,6 +189,9 @@ def build_parser():
                       help="--dataset folder without train/ and test/: the share of its images held out for testing, "
                            "chosen by --seed (the same images every run with the same seed)")
     boolean_flag(data, "--download", False, "download the dataset with torchvision if it is not in --directory")
+    data.add_argument("--emnist_split", choices=EMNIST_SPLITS, default="balanced",
+                      help="--dataset emnist: which of its splits (torchvision's names): balanced has 47 classes, "
+                           "byclass 62, bymerge 47, letters 26, digits and mnist 10")
     data.add_argument("--image_size", type=at_most(MAX_IMAGE_SIZE, "the networks are fully connected"), default=0,
                       metavar="N",
                       help="resize every image to N x N once, when the data is read (aspect not kept) (default: the "
