@@ -483,7 +483,7 @@ def bad_flag(draw, flags):
     if kind == "missing value":
         return [flags[draw(st.sampled_from(typed))].option_strings[0]]
     word = draw(text.filter(lambda w: not w.startswith("-")))
-    assume(word.strip() not in ("", "draw", "train") and word not in main.COMMANDS)
+    assume(word.strip() not in ("", "draw", "train") and word not in main.COMMANDS and word not in main.PICTURES)
     return [word]
 
 
@@ -504,6 +504,8 @@ def bad_argv(draw):
     flags, good = (DRAW_FLAGS, GOOD_DRAW) if draw_command else (TRAIN_FLAGS, GOOD_TRAIN)
     parts = draw(st.lists(st.sampled_from(good), max_size=3)) + draw(st.lists(bad_flag(flags), min_size=1, max_size=3))
     parts = draw(st.permutations(parts))
+    # a lone flag (its value missing, or unknown) goes last: before a stray word "0", --seed would take it
+    parts = sorted(parts, key=lambda part: len(part) == 1 and part[0].startswith("-"))
     return (["draw"] if draw_command else []) + [item for part in parts for item in part]
 
 
