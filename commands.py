@@ -190,8 +190,11 @@ def train(args, typed, actions):
         ckpt = utils.load_checkpoint(source)
         args = merge_resume(args, typed, ckpt, actions)
     model_cfg, train_cfg = check_train(args, typed, weights, source if isinstance(args.resume, str) else None)
-    if args.tensorboard and dashboard.SummaryWriter is None:  # before any work
-        raise UsageError(dashboard.INSTALL)
+    if args.tensorboard:  # before any work
+        try:
+            dashboard.tensorboard()
+        except ImportError as e:
+            raise UsageError(str(e)) from None
     if ckpt is not None:  # the saved sizes, all of them (merge_resume made the flags agree)
         saved_classes = model_cfg.n_classes
         model_cfg = model_config_from(ckpt["model_config"])

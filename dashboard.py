@@ -24,15 +24,20 @@ import torch
 
 from data import to_float
 
-try:
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
-except ImportError:  # the tensorboard package is optional: only --tensorboard needs it
-    SummaryWriter = hparams_summary = None
-
 INSTALL = "--tensorboard needs the tensorboard package: pip install tensorboard"
 SHOWN = 1000  # test codes and prior draws in each histogram
 GRID = 64  # prior draws in the sample grid; test images in the reconstruction grid: half of it
+
+
+def tensorboard():
+    """(SummaryWriter, hparams) of torch.utils.tensorboard, imported when first needed: the tensorboard package
+    is optional (only --tensorboard needs it). ImportError(INSTALL) without it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+    except ImportError:
+        raise ImportError(INSTALL) from None
+    return SummaryWriter, hparams
 
 
 class Dashboard:
@@ -43,8 +48,7 @@ class Dashboard:
     """
 
     def __init__(self, folder, trainer, test, every=50, seed=0):
-        if SummaryWriter is None:
-            raise ImportError(INSTALL)
+        SummaryWriter, hparams = tensorboard()
         self.trainer, self.every = trainer, every
         model = trainer.model
         # a fresh run starts the files; a resumed one drops whatever was written past its checkpoint
@@ -58,7 +62,7 @@ class Dashboard:
         self.last_sums, self.last_step, self.last_epoch = None, 0, None
         if trainer.epoch == 0 and trainer.step == 0:
             # the settings, linked to the test BCE curve; add_hparams would also write a dummy point of that curve
-            for summary in hparams_summary(settings(trainer), {"epoch/test_recon_bce": 0.0}):
+            for summary in hparams(settings(trainer), {"epoch/test_recon_bce": 0.0}):
                 self.writer.file_writer.add_summary(summary)
 
     def step(self, trainer, sums, steps_in_epoch):

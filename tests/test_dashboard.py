@@ -1,6 +1,7 @@
 """--tensorboard: the event files a run writes, read back; steps that continue across a resume; no tensorboard."""
 
 import io
+import sys
 from dataclasses import replace
 
 import pytest
@@ -74,7 +75,7 @@ def test_a_resumed_run_continues_its_steps_and_writes_its_settings_once(dataset,
 
 def test_without_the_tensorboard_package_a_run_is_refused_with_how_to_install_it(dataset, tiny_model, tiny_train,
                                                                                 monkeypatch, tmp_path):
-    monkeypatch.setattr(dashboard, "SummaryWriter", None)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it raises ImportError
     with pytest.raises(ImportError, match="--tensorboard needs the tensorboard package: pip install tensorboard"):
         dashboard.Dashboard(tmp_path, Trainer(tiny_model, tiny_train, "cpu"), dataset.test)
     assert not any(tmp_path.iterdir())
@@ -90,7 +91,7 @@ def test_the_command_line_writes_into_the_weights_folder_and_refuses_before_any_
     steps, _ = read(weights / "tensorboard")
     assert steps["loss/recon_loss"] == [2, 4] and steps["epoch/test_recon_bce"] == [2, 4]  # 2 steps an epoch
 
-    monkeypatch.setattr(dashboard, "SummaryWriter", None)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it raises ImportError
     fresh = tmp_path / "fresh"
     assert main.main(["--directory", str(idx_dir), "--weights", str(fresh), "--tensorboard", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()

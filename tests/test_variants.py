@@ -260,7 +260,7 @@ def test_the_command_line_keeps_the_last_good_epochs_checkpoint_after_a_side_los
 IMPORT_ORDER = ["config", "images", "data", "priors", "models", "phases", "metrics", "baselines", "plots", "aae", "conditional",
                 "categorical", "variants", "utils", "train", "evaluate", "dashboard", "commands", "bench", "main"]
 LAZY_ALLOWED = {"matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "torchvision", "torchvision.utils",
-                "torchvision.datasets", "torchvision.transforms", "PIL", "scipy.io", "faulthandler", "torch.profiler"}
+                "torchvision.datasets", "torchvision.transforms", "PIL", "scipy.io", "torch.utils.tensorboard", "torch.utils.tensorboard.summary", "faulthandler", "torch.profiler"}
 
 
 def imports_of(path):
