@@ -89,6 +89,10 @@ class CategoricalAAE(Variant):
         read = super().reads(model_cfg, train_cfg)
         if train_cfg.consistency_weight == 0:
             read.discard("consistency_threshold")
+            # no phase left that reads shifted images: a shift would do nothing (0, as the paper's loss is
+            # spelled for every model, is accepted)
+            if not cls.reads_labels_with(model_cfg, train_cfg) and train_cfg.augment:
+                read.discard("augment")
         return read
 
     @classmethod

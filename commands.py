@@ -611,6 +611,8 @@ def generate(args):
         nrow = prior_categories(model) or 10  # one category a column (sample_prior's row i is category i mod K)
     else:
         (codes, which), nrow = class_codes(model, n, args.category, g), 10
+    if args.grid and (out / "grid.png").exists():
+        raise UsageError(f"{out} holds grid.png of an earlier generate: pass another --out, or delete it")
     if not args.grid and out.is_dir():
         earlier = sum(1 for _ in out.glob("sample_*.png"))
         if earlier:

@@ -10,7 +10,8 @@ What a run writes (the step of every tag is the optimiser steps taken, so a resu
   codes/test, codes/prior  histograms of 1,000 test codes beside 1,000 prior draws, each epoch
   hparams                  the run's settings, once, when the run starts (not again on --resume)
 
-Only rank 0 writes under torchrun. Resuming purges what an interrupted run wrote after its checkpoint.
+Only rank 0 writes under torchrun, so its loss curves are the means over rank 0's share of each batch.
+Resuming purges what an interrupted run wrote after its checkpoint.
 
     board = Dashboard("runs/tb", trainer, data.test, every=50)
     trainer.fit(data, watch=board)

@@ -34,7 +34,8 @@ OPTIONAL_FLAGS = {
                          "with --labels)",
     "balance_weight": "it weighs a term of the categorical code (semi_supervised, clustering, dim_reduction)",
     "confidence_weight": "it weighs a term of the categorical code (semi_supervised, clustering, dim_reduction)",
-    "augment": "it shifts the images the categorical code is trained on (semi_supervised, clustering, dim_reduction)",
+    "augment": "it shifts the images of the classification and consistency phases (semi_supervised, clustering, "
+               "dim_reduction), which a run without labels and with --consistency_weight 0 leaves out",
     "consistency_weight": "it weighs a phase of the categorical code (semi_supervised, clustering, dim_reduction)",
     "consistency_threshold": "it picks the target of the consistency phase, which --consistency_weight 0 leaves out",
     "clusters": "it sizes the categorical code of clustering (and dim_reduction with --labels 0)",

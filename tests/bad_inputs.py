@@ -129,6 +129,35 @@ def only_one_png(pics):
         extra.unlink()
 
 
+def add_colour_png(pics):
+    from PIL import Image
+
+    Image.new("RGB", (28, 28), (200, 30, 30)).save(pics / "digit_7" / "red.png")
+
+
+def enlarge_pngs(pics):
+    from PIL import Image
+
+    for path in pics.rglob("*.png"):
+        Image.open(path).resize((200, 200)).save(path)
+
+
+def random_cifar(folder):
+    (folder / "cifar" / data.CIFAR_FOLDER).mkdir(parents=True)
+    for name in (f for files in data.CIFAR_FILES.values() for f in files):
+        (folder / "cifar" / data.CIFAR_FOLDER / name).write_bytes(np.random.default_rng(0).bytes(3000))
+
+
+def cut_svhn(folder):
+    import scipy.io
+
+    (folder / "svhn").mkdir()
+    for name in data.SVHN_FILES.values():
+        scipy.io.savemat(folder / "svhn" / name, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((4, 1))})
+        path = folder / "svhn" / name
+        path.write_bytes(path.read_bytes()[:300])
+
+
 def earlier_samples(folder):
     (folder / "gen").mkdir()
     (folder / "gen" / "sample_0000.png").write_bytes(b"an earlier generate's sample")
@@ -217,6 +246,8 @@ CASES = [
     ("flag", "--consistency_threshold without the consistency phase", ["--weights", "new", *FRESH, "--mode",
                                                                        "clustering", "--consistency_weight", "0",
                                                                        "--consistency_threshold", "0.9"], None),
+    ("flag", "--augment when no phase reads shifted images", ["--weights", "new", *FRESH, "--mode", "clustering",
+                                                               "--consistency_weight", "0", "--augment", "2"], None),
     ("flag", "--noise_dim without --encoder universal", ["--weights", "new", *FRESH, "--noise_dim", "4"], None),
     ("flag", "--prior mixture with the 8-D default code", ["--weights", "new", "--directory", "idx", "--epochs", "1",
                                                            "--prior", "mixture"], None),
@@ -282,6 +313,25 @@ CASES = [
      picture_folder(cut_first_png)),
     ("data file", "--dataset folder, a class subfolder with no images", ["--weights", "new", *FOLDER_RUN],
      picture_folder(lambda pics: (pics / "zebra").mkdir())),
+    ("data file", "--dataset folder mixing grey and colour images, no --channels", ["--weights", "new", *FOLDER_RUN],
+     picture_folder(add_colour_png)),
+    ("data file", "--dataset folder of 200x200 photographs, no --image_size", ["--weights", "new", *FOLDER_RUN],
+     picture_folder(enlarge_pngs)),
+    ("data file", "--dataset folder, an empty folder", ["--weights", "new", *FOLDER_RUN], empty_folder("pics")),
+    ("flag", "--channels 2", ["--weights", "new", *FRESH, "--channels", "2"], None),
+    ("flag", "--image_size 0", ["--weights", "new", *FRESH, "--image_size", "0"], None),
+    ("flag", "--image_size 1000 (fully connected networks)", ["--weights", "new", *FRESH, "--image_size", "1000"],
+     None),
+    ("flag", "--resume with another --image_size", [*RESUME, "--image_size", "14"], None),
+    ("flag", "--emnist_split with --dataset mnist", ["--weights", "new", *FRESH, "--emnist_split", "letters"], None),
+    ("flag", "--emnist_split of no such split", ["--weights", "new", "--dataset", "emnist", "--emnist_split",
+                                                 "capitals"], None),
+    ("data file", "--dataset cifar10 with no files in --directory", ["--weights", "new", "--dataset", "cifar10",
+                                                                      "--directory", "idx"], None),
+    ("data file", "--dataset cifar10, a batch file of random bytes", ["--weights", "new", "--dataset", "cifar10",
+                                                                       "--directory", "cifar"], random_cifar),
+    ("data file", "--dataset svhn, a .mat file cut off", ["--weights", "new", "--dataset", "svhn",
+                                                          "--directory", "svhn"], cut_svhn),
     ("flag", "--dataset folder --download", ["--weights", "new", *FOLDER_RUN, "--download"], picture_folder()),
     ("flag", "--mode supervised on a flat (unlabelled) folder", ["--weights", "new", *FOLDER_RUN, "--mode",
                                                                  "supervised"], picture_folder(flat=True)),
@@ -333,6 +383,9 @@ CASES = [
      regular_file("file")),
     ("output path", "generate into a folder holding an earlier generate's samples",
      ["generate", "--weights", "w", "--out", "gen"], earlier_samples),
+    ("output path", "generate --grid into a folder holding an earlier grid.png",
+     ["generate", "--weights", "w", "--out", "gen", "--grid"], lambda f: ((f / "gen").mkdir(), (f / "gen" / "grid.png")
+                                                                          .write_bytes(b"an earlier grid"))),
     ("output path", "a second run into a --weights folder that a live run holds", ["--weights", "busy", *FRESH],
      "held"),
     ("output path", "a full disk (a 1.5 MB tmpfs; the atomic save's temp copy does not fit)",

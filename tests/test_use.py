@@ -247,6 +247,10 @@ def test_generate_grid_is_one_picture_of_the_samples(kind, nrow, trained, tmp_pa
     reference = plots.save_grid(model.sample(25, seed=0), tmp_path / "reference.png", nrow=nrow)
     assert np.array_equal(np.array(grid), np.array(Image.open(reference)))
     assert stdout.endswith(f"{tmp_path / 'g' / 'grid.png'}\n")
+    code, stdout, err = run(["generate", "--weights", trained[kind], "-n", "4", "--grid", "--out", tmp_path / "g"],
+                            capsys)  # a second grid does not replace the first
+    assert code == 2 and "holds grid.png of an earlier generate" in err
+    assert np.array_equal(np.array(Image.open(tmp_path / "g" / "grid.png")), np.array(grid))
 
 
 @pytest.mark.parametrize("kind, k, classes, word", [("supervised", 7, 10, "class"), ("clustering", 2, 4, "cluster")])
