@@ -287,12 +287,23 @@ def add_threads_flag(parser):
                         help="CPU threads for torch (default: all cores)")
 
 
+def add_weights_flag(parser):
+    """--weights of the commands that use a trained model."""
+    parser.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+
+
+def add_device_flags(parser):
+    """--device and --threads of the commands that use a trained model (on the CPU unless asked)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
+    add_threads_flag(parser)
+
+
 def build_draw_parser():
     p = Parser(prog="main.py draw", formatter_class=Help, description="Draw pictures from a trained checkpoint.")
     p.add_argument("what", nargs="*", metavar="PICTURE",
                    help=f"which pictures: {', '.join(PICTURES)} (the model's own: style grid, cluster heads, 2-D "
                         "map); each model offers its own (default: all)")
-    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    add_weights_flag(p)
     p.add_argument("--out", default=None, help="folder for the PNGs (default: beside the checkpoint)")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
     interpolation = p.add_argument_group("interpolation (the plain AAE's picture)")
@@ -301,8 +312,7 @@ def build_draw_parser():
     interpolation.add_argument("--pairs", type=positive_int, default=8, help="interpolation rows")
     interpolation.add_argument("--steps", type=positive_int, default=10, help="interpolation steps")
     p.add_argument("--seed", type=seed_int, default=0, help="picks the pairs and the prior draws")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
-    add_threads_flag(p)
+    add_device_flags(p)
     return p
 
 
@@ -310,7 +320,7 @@ def build_evaluate_parser():
     p = Parser(prog="main.py evaluate", formatter_class=Help,
                description="Measure a trained checkpoint on the test split (protocols in docs/metrics.md) and write "
                            "metrics.json, report.md and its pictures.")
-    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    add_weights_flag(p)
     p.add_argument("--out", default=None, help="folder for the report (default: beside the checkpoint)")
     p.add_argument("--dataset", choices=DATASETS, default=None, help="default: the one used in training")
     p.add_argument("--directory", default=None, help="data folder (default: the one used in training)")
@@ -323,8 +333,7 @@ def build_evaluate_parser():
                    help="clustering models: k-means also on the codes of this trained plain AAE (trained on the same "
                         "data), another baseline")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws and the pictures")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
-    add_threads_flag(p)
+    add_device_flags(p)
     return p
 
 
@@ -333,12 +342,12 @@ def build_encode_parser():
                description="Encode images with a trained checkpoint: one code per image, as model.encode gives it "
                            "(utils.load_models). The categorical models (semi_supervised, clustering, dim_reduction) "
                            "also give each image's most likely class or cluster and its probability q(y|x).")
-    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    add_weights_flag(p)
     p.add_argument("--images", required=True, metavar="PATH",
                    help="a folder of PNG/JPEG images (its own files, not subfolders; rows in file-name order), one "
                         ".png/.jpg image, an IDX file (.gz or plain), or a .npy array: uint8 [N, H, W] or floats in "
-                        "[0, 1]. Images are converted to the model's shape (grey and 28x28 for the MNIST models; "
-                        "resized, aspect not kept); arrays must have it already. The models saw white strokes on "
+                        "[0, 1]. Images are converted to the model's channels and size (grey 28x28 for the MNIST "
+                        "models; resized, aspect not kept); arrays must have them already. The models saw white strokes on "
                         "black")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where the codes go. npy: float32 [N, code size]; for the categorical models also "
@@ -349,8 +358,7 @@ def build_encode_parser():
                         "or codes.csv with --format csv)")
     p.add_argument("--format", choices=("npy", "csv"), default=None,
                    help="what --out holds (default: csv if --out ends in .csv, else npy)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
-    add_threads_flag(p)
+    add_device_flags(p)
     return p
 
 
@@ -358,7 +366,7 @@ def build_generate_parser():
     p = Parser(prog="main.py generate", formatter_class=Help,
                description="Generate images with a trained checkpoint: prior draws decoded (model.sample), written "
                            "as PNG files sample_0000.png, sample_0001.png ... or as one grid.")
-    p.add_argument("--weights", default="weights", help="checkpoint file, or the folder holding aae.pt")
+    add_weights_flag(p)
     p.add_argument("-n", "--number", type=at_most(1_000_000, "a million files"), default=100, metavar="N",
                    help="how many images (the models with a category: category i mod K for image i, as "
                         "model.sample draws them)")
@@ -372,8 +380,7 @@ def build_generate_parser():
                         "semi_supervised, clustering, dim_reduction, and --label_discriminator trained with labels "
                         "(its class's part of the prior) (default: all classes)")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds the prior draws (as model.sample(N, seed))")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: cuda if present")
-    add_threads_flag(p)
+    add_device_flags(p)
     return p
 
 
