@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
+import main  # noqa: E402
 import train  # noqa: E402
 from models import ModelConfig  # noqa: E402
 from train import TrainConfig  # noqa: E402
@@ -38,6 +39,21 @@ def tiny_model():
 @pytest.fixture
 def tiny_train():
     return TrainConfig(epochs=2, batch_size=50, seed=0)
+
+
+@pytest.fixture
+def cli(capsys):
+    """main.main in this process: cli(argv) -> (exit code, stdout, stderr), whether it returns or exits (argparse)."""
+
+    def run(argv):
+        try:
+            code = main.main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @pytest.fixture(autouse=True)

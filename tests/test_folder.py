@@ -116,16 +116,10 @@ def test_a_flat_folder_is_unlabelled(flat_dir):
     assert (ds.train.labels == images.UNLABELLED).all() and len(ds.test.images) == 3
 
 
-def run(argv, capsys):
-    code = main.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_a_flat_folder_trains_the_plain_aae_then_draws_and_evaluates(flat_dir, tmp_path, capsys):
+def test_a_flat_folder_trains_the_plain_aae_then_draws_and_evaluates(flat_dir, tmp_path, cli):
     weights = tmp_path / "w"
-    code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
-                          "--eval_every", "1", *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
+                          "--eval_every", "1", *TINY])
     assert code == 0, err
     assert f"on folder {flat_dir} (unlabelled; 27 train / 3 test images, grey 28x28)" in out
     row = utils.read_csv(weights / utils.LOG_NAME)[0]
@@ -133,7 +127,7 @@ def test_a_flat_folder_trains_the_plain_aae_then_draws_and_evaluates(flat_dir, t
     ckpt = torch.load(weights / utils.CHECKPOINT_NAME, weights_only=True)
     assert ckpt["train_config"]["directory"] == str(flat_dir) and ckpt["train_config"]["test_fraction"] == 0.1
 
-    code, out, err = run(["evaluate", "--weights", str(weights), "--samples", "50", "--threads", "1"], capsys)
+    code, out, err = cli(["evaluate", "--weights", str(weights), "--samples", "50", "--threads", "1"])
     assert code == 0, err
     assert "k-NN accuracy (k=5)    skipped: no labels" in out and "label-based figures skipped" in out
     metrics = json.loads((weights / "metrics.json").read_text())
@@ -141,17 +135,17 @@ def test_a_flat_folder_trains_the_plain_aae_then_draws_and_evaluates(flat_dir, t
     assert metrics["protocol"]["train_images"] == 27 and metrics["dataset"] == "folder"
     assert "skipped: the images have no labels" in (weights / "report.md").read_text()
 
-    code, out, err = run(["draw", "--weights", str(weights), "--pairs", "1", "--threads", "1"], capsys)
+    code, out, err = cli(["draw", "--weights", str(weights), "--pairs", "1", "--threads", "1"])
     assert code == 0, err
     assert (weights / "interpolation.png").is_file() and (weights / "reconstructions.png").is_file()
-    code, out, err = run(["draw", "interpolation", "--weights", str(weights), "--classes", "0", "1"], capsys)
+    code, out, err = cli(["draw", "interpolation", "--weights", str(weights), "--classes", "0", "1"])
     assert code == 2 and "have no labels" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(classes_dir, tmp_path, capsys):
+def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(classes_dir, tmp_path, cli):
     weights = tmp_path / "w"
-    code, out, err = run(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(weights),
-                          "--mode", "supervised", "--seed", "3", *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(weights),
+                          "--mode", "supervised", "--seed", "3", *TINY])
     assert code == 0, err
     assert " (3 classes; 27 train / 3 test images, grey 28x28)" in out
     model = utils.load_models(weights)
@@ -159,13 +153,13 @@ def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(c
     test = data.load_dataset("folder", classes_dir, seed=3).test
     x = test.images
     # evaluate reads the folder again, from the checkpoint: its reconstruction figure is of those 3 images
-    code, out, err = run(["evaluate", "--weights", str(weights), "--threads", "1"], capsys)
+    code, out, err = cli(["evaluate", "--weights", str(weights), "--threads", "1"])
     assert code == 0, err
     metrics = json.loads((weights / "metrics.json").read_text())
     expected = model.test_reconstruction(x, test.labels)
     assert metrics["test_recon_bce"] == pytest.approx(expected, rel=1e-5)
     assert 0 <= metrics["knn_accuracy"] <= 1
-    code, out, err = run(["draw", "--weights", str(weights), "--threads", "1"], capsys)
+    code, out, err = cli(["draw", "--weights", str(weights), "--threads", "1"])
     assert code == 0 and (weights / "reconstructions.png").is_file()
 
 
@@ -175,21 +169,21 @@ def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(c
     (["--mode", "dim_reduction", "--labels", "3"], "trains on labels"),
     (["--label_discriminator", "--prior", "mixture"], "trains on labels"),
 ])
-def test_the_models_that_need_labels_refuse_a_flat_folder_before_any_work(flat_dir, tmp_path, capsys, flags,
+def test_the_models_that_need_labels_refuse_a_flat_folder_before_any_work(flat_dir, tmp_path, cli, flags,
                                                                             words):
-    code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights",
-                          str(tmp_path / "w"), *flags, *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(flat_dir), "--weights",
+                          str(tmp_path / "w"), *flags, *TINY])
     assert code == 2 and words in err and "class subfolders" in err and len(err.strip().splitlines()) == 1
     assert out == "" and not (tmp_path / "w").exists()
 
 
-def test_clustering_trains_on_a_flat_folder_and_skips_the_figures_that_need_labels(flat_dir, tmp_path, capsys):
+def test_clustering_trains_on_a_flat_folder_and_skips_the_figures_that_need_labels(flat_dir, tmp_path, cli):
     weights = tmp_path / "w"
-    code, out, err = run(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
-                          "--mode", "clustering", "--clusters", "3", *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(flat_dir), "--weights", str(weights),
+                          "--mode", "clustering", "--clusters", "3", *TINY])
     assert code == 0, err
     assert "label-based figures skipped" in out and (weights / "clustering_clusters.png").is_file()
-    code, out, err = run(["evaluate", "--weights", str(weights), "--threads", "1"], capsys)
+    code, out, err = cli(["evaluate", "--weights", str(weights), "--threads", "1"])
     assert code == 0, err
     numbers = json.loads((weights / "metrics.json").read_text())
     assert 1 <= numbers["clusters_used"] <= 3 and "test_cluster_error" not in numbers
@@ -229,10 +223,10 @@ def one_image(folder):
     (bad(lambda f: [p.unlink() or Image.new("RGB", (80, 70)).save(p) for p in f.rglob("*.*")]),
      ["images are 80x70", "pass --image_size"]),
 ])
-def test_bad_folders_get_one_line_and_exit_1_and_nothing_is_written(make, words, tmp_path, capsys):
+def test_bad_folders_get_one_line_and_exit_1_and_nothing_is_written(make, words, tmp_path, cli):
     folder = make(tmp_path)
-    code, out, err = run(["--dataset", "folder", "--directory", str(folder), "--weights", str(tmp_path / "w"),
-                          *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(folder), "--weights", str(tmp_path / "w"),
+                          *TINY])
     if words is None:
         assert code == 0, err
         return
@@ -241,23 +235,22 @@ def test_bad_folders_get_one_line_and_exit_1_and_nothing_is_written(make, words,
     assert not (tmp_path / "w").exists()
 
 
-def test_download_is_refused_for_a_folder(classes_dir, tmp_path, capsys):
-    code, out, err = run(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(tmp_path / "w"),
-                          "--download", *TINY], capsys)
+def test_download_is_refused_for_a_folder(classes_dir, tmp_path, cli):
+    code, out, err = cli(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(tmp_path / "w"),
+                          "--download", *TINY])
     assert code == 2 and "nothing to download: drop --download" in err and not (tmp_path / "w").exists()
 
 
-def test_test_fraction_beside_train_and_test_subfolders_is_refused(tmp_path, capsys):
+def test_test_fraction_beside_train_and_test_subfolders_is_refused(tmp_path, cli):
     write_pictures(tmp_path / "pics" / "train", per_class=2)
     write_pictures(tmp_path / "pics" / "test", per_class=1)
-    code, out, err = run(["--dataset", "folder", "--directory", str(tmp_path / "pics"), "--weights",
-                          str(tmp_path / "w"), "--test_fraction", "0.2", *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(tmp_path / "pics"), "--weights",
+                          str(tmp_path / "w"), "--test_fraction", "0.2", *TINY])
     assert code == 2 and "which give the test split: drop --test_fraction" in err and not (tmp_path / "w").exists()
 
 
-def test_test_fraction_is_refused_for_the_mnist_sets_and_outside_0_1(tmp_path, capsys):
-    code, _, err = run(["--dataset", "mnist-sample", "--test_fraction", "0.2", "--weights", str(tmp_path / "w")],
-                       capsys)
+def test_test_fraction_is_refused_for_the_mnist_sets_and_outside_0_1(tmp_path, capsys, cli):
+    code, _, err = cli(["--dataset", "mnist-sample", "--test_fraction", "0.2", "--weights", str(tmp_path / "w")])
     assert code == 2 and "mnist-sample has its own test split" in err
     with pytest.raises(SystemExit) as e:
         main.main(["--dataset", "folder", "--test_fraction", "1", "--weights", str(tmp_path / "w")])
@@ -295,11 +288,11 @@ def test_a_named_set_is_converted_once_by_the_flags():
     assert images.convert(rgb, (1, 1, 1)).item() == round(0.299 * 255 + 0.587 * 40 + 0.114 * 40)
 
 
-def test_a_colour_folder_trains_resumes_and_every_command_reads_it_as_the_model_takes_it(tmp_path, capsys):
+def test_a_colour_folder_trains_resumes_and_every_command_reads_it_as_the_model_takes_it(tmp_path, cli):
     folder = write_pictures(tmp_path / "rgb", per_class=6, colour="rgb")
     weights = tmp_path / "w"
-    code, out, err = run(["--dataset", "folder", "--directory", str(folder), "--weights", str(weights),
-                          "--image_size", "12", *TINY], capsys)
+    code, out, err = cli(["--dataset", "folder", "--directory", str(folder), "--weights", str(weights),
+                          "--image_size", "12", *TINY])
     assert code == 0, err
     assert "(3 classes; 16 train / 2 test images, RGB 12x12)" in out
     model = utils.load_models(weights)
@@ -307,18 +300,18 @@ def test_a_colour_folder_trains_resumes_and_every_command_reads_it_as_the_model_
     for picture_file in ("samples.png", "reconstructions.png"):
         assert Image.open(weights / picture_file).mode == "RGB"
     # resuming reads the folder at the checkpoint's shape; a contradicting flag is refused
-    code, out, err = run(["--weights", str(weights), "--resume", "--image_size", "16", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", str(weights), "--resume", "--image_size", "16", "--epochs", "2"])
     assert code == 2 and "trained on images of 3 x 12 x 12" in err and len(err.strip().splitlines()) == 1
-    code, out, err = run(["--weights", str(weights), "--resume", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", str(weights), "--resume", "--epochs", "2"])
     assert code == 0, err
-    code, out, err = run(["evaluate", "--weights", str(weights), "--samples", "20", "--threads", "1"], capsys)
+    code, out, err = cli(["evaluate", "--weights", str(weights), "--samples", "20", "--threads", "1"])
     assert code == 0, err
     assert json.loads((weights / "metrics.json").read_text())["protocol"]["pixels"] == 3 * 12 * 12
-    code, out, err = run(["encode", "--weights", str(weights), "--images", str(folder / "circle"),
-                          "--out", str(tmp_path / "codes.npy")], capsys)
+    code, out, err = cli(["encode", "--weights", str(weights), "--images", str(folder / "circle"),
+                          "--out", str(tmp_path / "codes.npy")])
     assert code == 0, err
     assert np.load(tmp_path / "codes.npy").shape == (6, 2)
-    code, out, err = run(["generate", "--weights", str(weights), "-n", "3", "--out", str(tmp_path / "gen")], capsys)
+    code, out, err = cli(["generate", "--weights", str(weights), "-n", "3", "--out", str(tmp_path / "gen")])
     assert code == 0, err
     made = sorted((tmp_path / "gen").iterdir())
     assert len(made) == 3 and all(Image.open(p).mode == "RGB" and Image.open(p).size == (12, 12) for p in made)

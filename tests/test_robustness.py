@@ -27,16 +27,6 @@ from train import Trainer, TrainConfig
 CUDA_CHECKPOINT = Path(__file__).resolve().parent / "data" / "cuda_checkpoint.pt"
 
 
-def run_main(argv, capsys):
-    """main.main in this process: (exit code, stdout, stderr), whether it returns or exits."""
-    try:
-        code = main.main([str(a) for a in argv])
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_line_error(code, err, expected_code):
     assert code == expected_code, err
     assert "Traceback" not in err
@@ -67,9 +57,9 @@ def weights(tiny_run, tmp_path):
 # -- resume ----------------------------------------------------------------------------------------
 
 
-def test_resume_through_main_continues_exactly_with_the_saved_sizes(weights, dataset, idx_dir, capsys):
+def test_resume_through_main_continues_exactly_with_the_saved_sizes(weights, dataset, idx_dir, cli):
     # the tiny checkpoint's hidden sizes are not main.py's defaults: resume must rebuild from the file
-    code, out, err = run_main(["--weights", weights, "--resume", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--epochs", "2"])
     assert code == 0, err
     resumed = utils.load_checkpoint(weights)
 
@@ -104,21 +94,21 @@ def test_resume_through_main_continues_exactly_with_the_saved_sizes(weights, dat
                                                     "--dis_lr 0.001 (checkpoint: 0.0002)"]),
     ],
 )
-def test_resume_refuses_flags_that_contradict_the_checkpoint(weights, flags, named, capsys):
+def test_resume_refuses_flags_that_contradict_the_checkpoint(weights, flags, named, cli):
     before = (weights / "aae.pt").read_bytes()
-    code, out, err = run_main(["--weights", weights, "--resume", *flags], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", *flags])
     one_line_error(code, err, 2)
     for text in named:
         assert text in err
     assert (weights / "aae.pt").read_bytes() == before
 
 
-def test_resume_on_other_data_mid_epoch_is_refused(weights, tmp_path, capsys):
+def test_resume_on_other_data_mid_epoch_is_refused(weights, tmp_path, cli):
     ckpt = utils.load_checkpoint(weights)
     ckpt["partial_epoch"] = {"data_rng": ckpt["rng"]["data"], "step_in_epoch": 3, "sums": torch.zeros(4, dtype=torch.float64)}
     utils.save_checkpoint(ckpt, weights / "aae.pt")
     small = data.write_synthetic_idx(tmp_path / "small", n_train=100, n_test=10)  # 2 steps an epoch, not 4
-    code, out, err = run_main(["--weights", weights, "--resume", "--directory", small, "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--directory", small, "--epochs", "2"])
     one_line_error(code, err, 2)
     assert "step 3 of an epoch" in err and "2 steps an epoch" in err
 
@@ -160,13 +150,13 @@ BAD_WEIGHTS = {  # name: (how to spoil weights/aae.pt, text of the message; for 
 
 @pytest.mark.parametrize("name", BAD_WEIGHTS)
 @pytest.mark.parametrize("command", ["draw", "resume"])
-def test_unusable_weights_files_get_one_line_and_exit_1(weights, tmp_path, name, command, capsys):
+def test_unusable_weights_files_get_one_line_and_exit_1(weights, tmp_path, name, command, cli):
     spoil, message = BAD_WEIGHTS[name]
     spoil(weights / "aae.pt")
     before = (weights / "aae.pt").read_bytes() if (weights / "aae.pt").exists() else None
     argv = (["draw", "samples", "--weights", weights, "--out", tmp_path / "pics"] if command == "draw"
             else ["--weights", weights, "--resume", "--epochs", "2"])
-    code, out, err = run_main(argv, capsys)
+    code, out, err = cli(argv)
     one_line_error(code, err, 1)
     assert message in err
     after = (weights / "aae.pt").read_bytes() if (weights / "aae.pt").exists() else None
@@ -182,23 +172,23 @@ def test_unusable_weights_files_get_one_line_and_exit_1(weights, tmp_path, name,
         (lambda c: c["train_config"].update(dataset="cifar"), "dataset = 'cifar', which --dataset refuses"),
     ],
 )
-def test_weights_without_a_training_state_draw_but_do_not_resume(weights, tmp_path, spoil, message, capsys):
+def test_weights_without_a_training_state_draw_but_do_not_resume(weights, tmp_path, spoil, message, cli):
     edit(spoil)(weights / "aae.pt")
     before = (weights / "aae.pt").read_bytes()
-    code, out, err = run_main(["--weights", weights, "--resume", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--epochs", "2"])
     one_line_error(code, err, 1)
     assert message in err and (weights / "aae.pt").read_bytes() == before
-    assert run_main(["draw", "samples", "--weights", weights, "--out", tmp_path], capsys)[0] == 0
+    assert cli(["draw", "samples", "--weights", weights, "--out", tmp_path])[0] == 0
 
 
-def test_a_checkpoint_without_its_train_config_still_draws_from_the_default_prior(weights, tmp_path, capsys):
+def test_a_checkpoint_without_its_train_config_still_draws_from_the_default_prior(weights, tmp_path, cli):
     edit(lambda c: c.pop("train_config"))(weights / "aae.pt")  # utils.load_models reads it as {}
-    assert run_main(["draw", "samples", "--weights", weights, "--out", tmp_path], capsys)[0] == 0
+    assert cli(["draw", "samples", "--weights", weights, "--out", tmp_path])[0] == 0
     assert utils.load_models(weights).sample_prior(4000, torch.Generator().manual_seed(0)).std().item() == (
         pytest.approx(TrainConfig.prior_std, rel=0.05))
 
 
-def test_a_checkpoint_saved_on_a_gpu_loads_and_resumes_on_the_cpu(tmp_path, capsys):
+def test_a_checkpoint_saved_on_a_gpu_loads_and_resumes_on_the_cpu(tmp_path, cli):
     # tests/data/cuda_checkpoint.pt was written by train.Trainer on an NVIDIA H200 (torch 2.11, CUDA 13):
     # a tiny model stopped at step 5 of epoch 2 of 2000 synthetic digits, every tensor saved on cuda:0.
     if not torch.cuda.is_available():
@@ -211,7 +201,7 @@ def test_a_checkpoint_saved_on_a_gpu_loads_and_resumes_on_the_cpu(tmp_path, caps
 
     shutil.copy(CUDA_CHECKPOINT, tmp_path / "aae.pt")
     idx = data.write_synthetic_idx(tmp_path / "idx", n_train=2000, n_test=100)  # the data it was trained on
-    code, out, err = run_main(["--weights", tmp_path, "--resume", "--directory", idx, "--device", "cpu"], capsys)
+    code, out, err = cli(["--weights", tmp_path, "--resume", "--directory", idx, "--device", "cpu"])
     assert code == 0, err
     assert "resuming from epoch 1 (mid-epoch)" in out
     ckpt = utils.load_checkpoint(tmp_path)
@@ -236,11 +226,11 @@ def nan_from_call(monkeypatch, calls):
             monkeypatch.setattr(module, "generator_phase", phase)
 
 
-def test_non_finite_loss_exits_3_naming_phase_and_epoch_and_keeps_the_checkpoint(weights, monkeypatch, capsys):
+def test_non_finite_loss_exits_3_naming_phase_and_epoch_and_keeps_the_checkpoint(weights, monkeypatch, cli):
     before = (weights / "aae.pt").read_bytes()
     log = (weights / "log.csv").read_bytes() if (weights / "log.csv").exists() else None
     nan_from_call(monkeypatch, 1)
-    code, out, err = run_main(["--weights", weights, "--resume", "--epochs", "3"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--epochs", "3"])
     one_line_error(code, err, 3)
     assert "the generator loss became non-finite in epoch 2" in err
     assert f"the checkpoint in {weights}/ is from epoch 1, the last good one" in err
@@ -248,16 +238,16 @@ def test_non_finite_loss_exits_3_naming_phase_and_epoch_and_keeps_the_checkpoint
     assert ((weights / "log.csv").read_bytes() if (weights / "log.csv").exists() else None) == log
 
 
-def test_non_finite_loss_in_a_fresh_run_says_nothing_was_saved(idx_dir, tmp_path, monkeypatch, capsys):
+def test_non_finite_loss_in_a_fresh_run_says_nothing_was_saved(idx_dir, tmp_path, monkeypatch, cli):
     nan_from_call(monkeypatch, 1)
-    code, out, err = run_main(["--directory", idx_dir, "--weights", tmp_path / "w", "--latent_dim", "2",
-                               "--batch_size", "100", "--epochs", "2"], capsys)
+    code, out, err = cli(["--directory", idx_dir, "--weights", tmp_path / "w", "--latent_dim", "2",
+                          "--batch_size", "100", "--epochs", "2"])
     one_line_error(code, err, 3)
     assert "in epoch 1" in err and "no checkpoint was saved" in err
     assert not (tmp_path / "w" / "aae.pt").exists()
 
 
-def test_a_full_disk_while_training_exits_1_and_keeps_the_previous_checkpoint(weights, monkeypatch, capsys):
+def test_a_full_disk_while_training_exits_1_and_keeps_the_previous_checkpoint(weights, monkeypatch, cli):
     before = (weights / "aae.pt").read_bytes()
 
     def disk_full(obj, f, *args, **kwargs):
@@ -265,7 +255,7 @@ def test_a_full_disk_while_training_exits_1_and_keeps_the_previous_checkpoint(we
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", disk_full)
-    code, out, err = run_main(["--weights", weights, "--resume", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--epochs", "2"])
     one_line_error(code, err, 1)
     assert f"could not write {weights / 'aae.pt'}: no space left on the device" in err
     assert (weights / "aae.pt").read_bytes() == before
@@ -273,33 +263,32 @@ def test_a_full_disk_while_training_exits_1_and_keeps_the_previous_checkpoint(we
     assert not [p.name for p in weights.iterdir() if p.name.startswith(".") and p.name != utils.LOCK_NAME]
 
 
-def test_a_fresh_run_never_overwrites_an_earlier_one(weights, idx_dir, capsys):
+def test_a_fresh_run_never_overwrites_an_earlier_one(weights, idx_dir, cli):
     before = (weights / "aae.pt").read_bytes()
-    code, out, err = run_main(["--directory", idx_dir, "--weights", weights, "--epochs", "1"], capsys)
+    code, out, err = cli(["--directory", idx_dir, "--weights", weights, "--epochs", "1"])
     one_line_error(code, err, 2)
     assert f"holds an earlier run: continue it with `python main.py --weights {weights} --resume`" in err
     assert (weights / "aae.pt").read_bytes() == before
 
 
-def test_resuming_another_runs_checkpoint_never_overwrites_the_one_in_weights(weights, tmp_path, idx_dir, capsys):
+def test_resuming_another_runs_checkpoint_never_overwrites_the_one_in_weights(weights, tmp_path, idx_dir, cli):
     other = tmp_path / "other"
     other.mkdir()
     (other / "aae.pt").write_bytes((weights / "aae.pt").read_bytes())  # another run's file, not weights' own
     before = (weights / "aae.pt").read_bytes()
-    code, out, err = run_main(["--directory", idx_dir, "--weights", weights, "--resume", other / "aae.pt",
-                               "--epochs", "2"], capsys)
+    code, out, err = cli(["--directory", idx_dir, "--weights", weights, "--resume", other / "aae.pt",
+                          "--epochs", "2"])
     one_line_error(code, err, 2)
     assert f"holds another run than {other / 'aae.pt'}" in err and f"--weights {other}" in err
     assert (weights / "aae.pt").read_bytes() == before
     # its own file, named as --resume FILE, continues as --resume does
-    assert run_main(["--directory", idx_dir, "--weights", weights, "--resume", weights / "aae.pt", "--epochs", "2"],
-                    capsys)[0] == 0
+    assert cli(["--directory", idx_dir, "--weights", weights, "--resume", weights / "aae.pt", "--epochs", "2"])[0] == 0
     assert utils.load_checkpoint(weights)["epoch"] == 2
 
 
-def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, capsys):
+def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, cli):
     (tmp_path / "w").write_text("not a folder")
-    code, out, err = run_main(["--directory", idx_dir, "--weights", tmp_path / "w", "--epochs", "1"], capsys)
+    code, out, err = cli(["--directory", idx_dir, "--weights", tmp_path / "w", "--epochs", "1"])
     one_line_error(code, err, 1)
     assert "is not writable" in err and (tmp_path / "w").read_text() == "not a folder"
 
@@ -316,37 +305,37 @@ def test_weights_folder_that_is_a_file_is_refused(tmp_path, idx_dir, capsys):
         (["evaluate", "--seed", "100000000000000000000000"], "--seed: must be from -2**63 to 2**63 - 3"),
     ],
 )
-def test_flag_values_past_what_the_program_can_use_are_refused(tiny_run, argv, message, capsys):
-    code, out, err = run_main(argv + ["--weights", tiny_run], capsys)
+def test_flag_values_past_what_the_program_can_use_are_refused(tiny_run, argv, message, cli):
+    code, out, err = cli(argv + ["--weights", tiny_run])
     one_line_error(code, err, 2)
     assert message in err
 
 
-def test_draw_into_an_unwritable_folder_is_refused(tiny_run, tmp_path, capsys):
+def test_draw_into_an_unwritable_folder_is_refused(tiny_run, tmp_path, cli):
     (tmp_path / "file").write_text("x")
-    code, out, err = run_main(["draw", "samples", "--weights", tiny_run, "--out", tmp_path / "file" / "pics"], capsys)
+    code, out, err = cli(["draw", "samples", "--weights", tiny_run, "--out", tmp_path / "file" / "pics"])
     one_line_error(code, err, 1)
     assert "--out folder" in err and "not writable" in err
 
 
-def test_more_random_pairs_than_the_test_split_holds_are_refused(tiny_run, idx_dir, tmp_path, capsys):
+def test_more_random_pairs_than_the_test_split_holds_are_refused(tiny_run, idx_dir, tmp_path, cli):
     n_test = len(data.load_dataset("mnist", idx_dir).test.images)
     argv = ["draw", "interpolation", "--weights", tiny_run, "--directory", idx_dir, "--out", tmp_path]
-    code, out, err = run_main(argv + ["--pairs", n_test // 2 + 1], capsys)
+    code, out, err = cli(argv + ["--pairs", n_test // 2 + 1])
     one_line_error(code, err, 2)
     assert f"the test split has {n_test}: use --pairs {n_test // 2} or fewer" in err
-    assert run_main(argv + ["--pairs", n_test // 2], capsys)[0] == 0 and (tmp_path / "interpolation.png").exists()
+    assert cli(argv + ["--pairs", n_test // 2])[0] == 0 and (tmp_path / "interpolation.png").exists()
 
 
-def test_losses_of_a_checkpoint_with_no_completed_epoch_are_refused(tiny_run, idx_dir, tmp_path, capsys):
+def test_losses_of_a_checkpoint_with_no_completed_epoch_are_refused(tiny_run, idx_dir, tmp_path, cli):
     state = utils.load_checkpoint(tiny_run)
     state["history"] = []  # as a run stopped inside its first epoch leaves it
     (tmp_path / "w").mkdir()
     utils.save_checkpoint(state, tmp_path / "w" / "aae.pt")
-    code, out, err = run_main(["draw", "losses", "--weights", tmp_path / "w", "--out", tmp_path / "pics"], capsys)
+    code, out, err = cli(["draw", "losses", "--weights", tmp_path / "w", "--out", tmp_path / "pics"])
     one_line_error(code, err, 2)
     assert "has no completed epoch yet, so no losses to draw" in err
-    assert run_main(["draw", "samples", "--weights", tmp_path / "w", "--out", tmp_path / "pics"], capsys)[0] == 0
+    assert cli(["draw", "samples", "--weights", tmp_path / "w", "--out", tmp_path / "pics"])[0] == 0
 
 
 def test_an_idx_file_of_no_images_is_refused(tmp_path):
@@ -370,12 +359,12 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_really_full_disk_exits_1_and_keeps_the_previous_checkpoint(tiny_run, tiny_disk, capsys):
+def test_a_really_full_disk_exits_1_and_keeps_the_previous_checkpoint(tiny_run, tiny_disk, cli):
     weights = tiny_disk / "w"
     shutil.copytree(tiny_run, weights)
     before = (weights / "aae.pt").read_bytes()
     assert 2 * len(before) > 1536 * 1024 > len(before)
-    code, out, err = run_main(["--weights", weights, "--resume", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--epochs", "2"])
     one_line_error(code, err, 1)
     assert f"could not write {weights / 'aae.pt'}: no space left on the device" in err
     assert (weights / "aae.pt").read_bytes() == before

@@ -45,16 +45,6 @@ def test_images(dataset):
     return dataset.test.images[:12]  # uint8 [12, 28, 28]
 
 
-def run(argv, capsys):
-    """main.main in this process: (exit code, stdout, stderr), whether it returns or exits."""
-    try:
-        code = main.main([str(a) for a in argv])
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def refused(code, err, expected_code, message):
     assert code == expected_code, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
@@ -76,7 +66,7 @@ def png_folder(folder, images):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_encode_gives_the_loaders_codes_for_a_folder_an_idx_file_and_npy_arrays(kind, trained, test_images,
-                                                                             tmp_path, capsys):
+                                                                             tmp_path, cli):
     model = utils.load_models(trained[kind])
     want = model.encode(test_images)
     names, order = png_folder(tmp_path / "pngs", test_images)
@@ -88,8 +78,7 @@ def test_encode_gives_the_loaders_codes_for_a_folder_an_idx_file_and_npy_arrays(
     for source, rows in (("pngs", order), ("images.idx", range(12)), ("images.idx.gz", range(12)),
                          ("uint8.npy", range(12)), ("floats.npy", range(12)), ("flat.npy", range(12))):
         out = tmp_path / f"{source}.codes.npy"
-        code, stdout, err = run(["encode", "--weights", trained[kind], "--images", tmp_path / source, "--out", out],
-                                capsys)
+        code, stdout, err = cli(["encode", "--weights", trained[kind], "--images", tmp_path / source, "--out", out])
         assert code == 0 and err == "", err
         codes = np.load(out)
         assert codes.dtype == np.float32 and codes.shape == tuple(want.shape)
@@ -112,11 +101,11 @@ def test_encode_gives_the_loaders_codes_for_a_folder_an_idx_file_and_npy_arrays(
 
 @pytest.mark.parametrize("kind", ["plain", "clustering"])
 def test_encode_csv_names_each_file_in_sorted_order_with_its_code_and_category(kind, trained, test_images, tmp_path,
-                                                                              capsys):
+                                                                              cli):
     model = utils.load_models(trained[kind])
     names, order = png_folder(tmp_path / "pngs", test_images)
-    code, _, err = run(["encode", "--weights", trained[kind], "--images", tmp_path / "pngs", "--out",
-                        tmp_path / "codes.csv"], capsys)
+    code, _, err = cli(["encode", "--weights", trained[kind], "--images", tmp_path / "pngs", "--out",
+                        tmp_path / "codes.csv"])
     assert code == 0, err
     with open(tmp_path / "codes.csv", newline="") as f:
         rows = list(csv.reader(f))
@@ -136,14 +125,14 @@ def test_encode_csv_names_each_file_in_sorted_order_with_its_code_and_category(k
 
     # an array has no file names: its rows are numbered; --format csv with its default name
     np.save(tmp_path / "a.npy", test_images.numpy())
-    code, _, err = run(["encode", "--weights", trained[kind], "--images", tmp_path / "a.npy", "--format", "csv",
-                        "--out", tmp_path / "b.csv"], capsys)
+    code, _, err = cli(["encode", "--weights", trained[kind], "--images", tmp_path / "a.npy", "--format", "csv",
+                        "--out", tmp_path / "b.csv"])
     with open(tmp_path / "b.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert code == 0 and rows[0][0] == "index" and [r[0] for r in rows[1:]] == [str(i) for i in range(12)]
 
 
-def test_encode_makes_other_images_the_models_shape(trained, test_images, tmp_path, capsys):
+def test_encode_makes_other_images_the_models_shape(trained, test_images, tmp_path, cli):
     """RGB, a different size, a JPEG: grey 28x28 as PIL converts and resizes them; 16-bit grey scaled to 8 bits."""
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -153,8 +142,7 @@ def test_encode_makes_other_images_the_models_shape(trained, test_images, tmp_pa
     Image.fromarray(test_images[0].numpy()).save(folder / "c.png")
     Image.fromarray(test_images[1].numpy().astype(np.uint16) * 257).save(folder / "d.png")  # 16 bits: 255 -> 65535
     (folder / "notes.txt").write_text("not an image: skipped")
-    code, out, err = run(["encode", "--weights", trained["plain"], "--images", folder, "--out", tmp_path / "c.csv"],
-                         capsys)
+    code, out, err = cli(["encode", "--weights", trained["plain"], "--images", folder, "--out", tmp_path / "c.csv"])
     assert code == 0, err
 
     def converted(path):
@@ -171,8 +159,8 @@ def test_encode_makes_other_images_the_models_shape(trained, test_images, tmp_pa
     assert "encoded 4 images (in file-name order)" in out
 
     # one image file on its own: one row, named (its code from a batch of one, as encode(x[1:2]) gives it)
-    code, out, err = run(["encode", "--weights", trained["plain"], "--images", folder / "b.JPG", "--out",
-                          tmp_path / "one.csv"], capsys)
+    code, out, err = cli(["encode", "--weights", trained["plain"], "--images", folder / "b.JPG", "--out",
+                          tmp_path / "one.csv"])
     with open(tmp_path / "one.csv", newline="") as f:
         (name, *values), = list(csv.reader(f))[1:]
     alone = utils.load_models(trained["plain"]).encode(expected[1:2])
@@ -181,15 +169,14 @@ def test_encode_makes_other_images_the_models_shape(trained, test_images, tmp_pa
 
 
 @pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("*.pt")))
-def test_encode_and_generate_work_for_every_model(fixture, test_images, tmp_path, capsys):
+def test_encode_and_generate_work_for_every_model(fixture, test_images, tmp_path, cli):
     weights = FIXTURES / fixture
     model = utils.load_models(weights)
     np.save(tmp_path / "x.npy", test_images.numpy())
-    code, _, err = run(["encode", "--weights", weights, "--images", tmp_path / "x.npy", "--out", tmp_path / "z.npy"],
-                       capsys)
+    code, _, err = cli(["encode", "--weights", weights, "--images", tmp_path / "x.npy", "--out", tmp_path / "z.npy"])
     assert code == 0, err
     assert np.array_equal(np.load(tmp_path / "z.npy"), model.encode(test_images).numpy())
-    code, _, err = run(["generate", "--weights", weights, "-n", "3", "--seed", "5", "--out", tmp_path / "g"], capsys)
+    code, _, err = cli(["generate", "--weights", weights, "-n", "3", "--seed", "5", "--out", tmp_path / "g"])
     assert code == 0, err
     assert np.array_equal(pngs(tmp_path / "g"), as_pixels(model.sample(3, seed=5)))
 
@@ -210,35 +197,34 @@ def pngs(folder):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_generate_writes_n_pngs_of_the_models_samples(kind, trained, tmp_path, capsys):
+def test_generate_writes_n_pngs_of_the_models_samples(kind, trained, tmp_path, cli):
     model = utils.load_models(trained[kind])
     out = tmp_path / "samples"
-    code, stdout, err = run(["generate", "--weights", trained[kind], "-n", "25", "--seed", "3", "--out", out], capsys)
+    code, stdout, err = cli(["generate", "--weights", trained[kind], "-n", "25", "--seed", "3", "--out", out])
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [f"sample_{i:04d}.png" for i in range(25)]  # no temp files left
     assert np.array_equal(pngs(out), as_pixels(model.sample(25, seed=3)))
     assert f"25 images of {model.title} (seed 3): sample_0000.png to sample_0024.png in {out}/" in stdout
     # another seed, other images; the default folder is generated/ beside the checkpoint
-    code, _, err = run(["generate", "--weights", trained[kind], "-n", "25", "--seed", "4"], capsys)
+    code, _, err = cli(["generate", "--weights", trained[kind], "-n", "25", "--seed", "4"])
     assert code == 0, err
     again = pngs(trained[kind] / "generated")
     assert np.array_equal(again, as_pixels(model.sample(25, seed=4))) and not np.array_equal(again, pngs(out))
     shutil.rmtree(trained[kind] / "generated")
 
 
-def test_generate_names_have_as_many_digits_as_the_count_needs(trained, tmp_path, capsys):
-    code, _, err = run(["generate", "--weights", trained["plain"], "-n", "10001", "--out", tmp_path], capsys)
+def test_generate_names_have_as_many_digits_as_the_count_needs(trained, tmp_path, cli):
+    code, _, err = cli(["generate", "--weights", trained["plain"], "-n", "10001", "--out", tmp_path])
     names = sorted(p.name for p in tmp_path.iterdir())
     assert code == 0 and len(names) == 10001 and names[0] == "sample_00000.png" and names[-1] == "sample_10000.png"
 
 
 @pytest.mark.parametrize("kind, nrow", [("plain", 10), ("clustering", 4), ("supervised", 10)])
-def test_generate_grid_is_one_picture_of_the_samples(kind, nrow, trained, tmp_path, capsys):
+def test_generate_grid_is_one_picture_of_the_samples(kind, nrow, trained, tmp_path, cli):
     import plots
 
     model = utils.load_models(trained[kind])
-    code, stdout, err = run(["generate", "--weights", trained[kind], "-n", "25", "--grid", "--out", tmp_path / "g"],
-                            capsys)
+    code, stdout, err = cli(["generate", "--weights", trained[kind], "-n", "25", "--grid", "--out", tmp_path / "g"])
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["grid.png"]
     grid = Image.open(tmp_path / "g" / "grid.png")
@@ -247,19 +233,18 @@ def test_generate_grid_is_one_picture_of_the_samples(kind, nrow, trained, tmp_pa
     reference = plots.save_grid(model.sample(25, seed=0), tmp_path / "reference.png", nrow=nrow)
     assert np.array_equal(np.array(grid), np.array(Image.open(reference)))
     assert stdout.endswith(f"{tmp_path / 'g' / 'grid.png'}\n")
-    code, stdout, err = run(["generate", "--weights", trained[kind], "-n", "4", "--grid", "--out", tmp_path / "g"],
-                            capsys)  # a second grid does not replace the first
+    # a second grid does not replace the first
+    code, stdout, err = cli(["generate", "--weights", trained[kind], "-n", "4", "--grid", "--out", tmp_path / "g"])
     assert code == 2 and "holds grid.png of an earlier generate" in err
     assert np.array_equal(np.array(Image.open(tmp_path / "g" / "grid.png")), np.array(grid))
 
 
 @pytest.mark.parametrize("kind, k, classes, word", [("supervised", 7, 10, "class"), ("clustering", 2, 4, "cluster")])
-def test_generate_class_decodes_the_same_styles_as_that_class(kind, k, classes, word, trained, tmp_path, capsys):
+def test_generate_class_decodes_the_same_styles_as_that_class(kind, k, classes, word, trained, tmp_path, cli):
     """--class K: model.sample's style draws, every one decoded with class K; where model.sample's row is of
     class K already (rows K, K + classes ...), the very same image."""
     model = utils.load_models(trained[kind])
-    code, stdout, err = run(["generate", "--weights", trained[kind], "-n", "20", "--class", k, "--out", tmp_path],
-                            capsys)
+    code, stdout, err = cli(["generate", "--weights", trained[kind], "-n", "20", "--class", k, "--out", tmp_path])
     assert code == 0, err
     assert f", {word} {k} (seed 0)" in stdout
     generated, sampled = pngs(tmp_path), as_pixels(model.sample(20, seed=0))
@@ -327,21 +312,21 @@ def spoiled(tmp_path, test_images):
         ("good.npy", ["--format", "tsv"], 2, "main.py encode: error: argument --format: invalid choice: 'tsv'"),
     ],
 )
-def test_encode_refuses_bad_input_in_one_line(images, extra, exit_code, message, trained, spoiled, capsys):
+def test_encode_refuses_bad_input_in_one_line(images, extra, exit_code, message, trained, spoiled, cli):
     before = sorted(p.relative_to(spoiled) for p in spoiled.rglob("*"))
     argv = ["encode", "--weights", trained["clustering"], "--images", spoiled / images,
             *[a.format(d=spoiled) for a in extra]]
     if "--out" not in extra:
         argv += ["--out", spoiled / "out" / "codes.npy"]
-    code, _, err = run(argv, capsys)
+    code, _, err = cli(argv)
     refused(code, err, exit_code, message.format(d=spoiled))
     assert sorted(p.relative_to(spoiled) for p in spoiled.rglob("*")) == before  # nothing written, no folder made
 
 
-def test_encode_needs_images_and_a_checkpoint(tmp_path, capsys):
-    code, _, err = run(["encode", "--weights", tmp_path], capsys)
+def test_encode_needs_images_and_a_checkpoint(tmp_path, cli):
+    code, _, err = cli(["encode", "--weights", tmp_path])
     refused(code, err, 2, "main.py encode: error: the following arguments are required: --images")
-    code, _, err = run(["encode", "--weights", tmp_path, "--images", tmp_path], capsys)
+    code, _, err = cli(["encode", "--weights", tmp_path, "--images", tmp_path])
     refused(code, err, 1, f"error: no checkpoint at {tmp_path / 'aae.pt'}")
 
 
@@ -365,20 +350,20 @@ def test_encode_needs_images_and_a_checkpoint(tmp_path, capsys):
                                                "generate: pass another --out, or delete them"),
     ],
 )
-def test_generate_refuses_bad_input_in_one_line(kind, argv, exit_code, message, trained, tmp_path, capsys):
+def test_generate_refuses_bad_input_in_one_line(kind, argv, exit_code, message, trained, tmp_path, cli):
     (tmp_path / "file").write_text("a regular file")
     (tmp_path / "earlier").mkdir()
     (tmp_path / "earlier" / "sample_0000.png").write_bytes(b"kept")
     before = sorted(tmp_path.rglob("*"))
     argv = [a.format(d=tmp_path) for a in argv]
     out = [] if "--out" in argv else ["--out", tmp_path / "new"]
-    code, _, err = run(["generate", "--weights", trained[kind], *argv, *out], capsys)
+    code, _, err = cli(["generate", "--weights", trained[kind], *argv, *out])
     refused(code, err, exit_code, message.format(d=tmp_path))
     assert sorted(tmp_path.rglob("*")) == before
     assert (tmp_path / "earlier" / "sample_0000.png").read_bytes() == b"kept"
 
 
-def test_a_failed_write_leaves_nothing_half_written(trained, test_images, tmp_path, capsys, monkeypatch):
+def test_a_failed_write_leaves_nothing_half_written(trained, test_images, tmp_path, cli, monkeypatch):
     """A full disk at the third file: no PNG appears, and of encode's three files none does."""
     saves = []
     real_save = Image.Image.save
@@ -390,7 +375,7 @@ def test_a_failed_write_leaves_nothing_half_written(trained, test_images, tmp_pa
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save)
-    code, _, err = run(["generate", "--weights", trained["plain"], "-n", "5", "--out", tmp_path / "g"], capsys)
+    code, _, err = cli(["generate", "--weights", trained["plain"], "-n", "5", "--out", tmp_path / "g"])
     refused(code, err, 1, f"error: could not write {tmp_path / 'g' / 'sample_0002.png'}: no space left on the "
                           "device; nothing was written")
     assert list((tmp_path / "g").iterdir()) == []
@@ -406,8 +391,8 @@ def test_a_failed_write_leaves_nothing_half_written(trained, test_images, tmp_pa
 
     monkeypatch.setattr(np, "save", np_save)
     real_np_save(tmp_path / "x.npy", test_images.numpy())
-    code, _, err = run(["encode", "--weights", trained["clustering"], "--images", tmp_path / "x.npy", "--out",
-                        tmp_path / "e" / "codes.npy"], capsys)
+    code, _, err = cli(["encode", "--weights", trained["clustering"], "--images", tmp_path / "x.npy", "--out",
+                        tmp_path / "e" / "codes.npy"])
     refused(code, err, 1, "no space left on the device; nothing was written")
     assert list((tmp_path / "e").iterdir()) == []
 

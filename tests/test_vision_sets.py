@@ -17,7 +17,6 @@ import scipy.io
 import torch
 
 import data
-import main
 import utils
 
 N_TRAIN, N_TEST = 6, 4
@@ -381,39 +380,31 @@ def test_failed_download_leaves_nothing_behind(tmp_path, monkeypatch, name):
 TINY = ["--latent_dim", "2", "--epochs", "1", "--batch_size", "4", "--threads", "1"]
 
 
-def run(argv, capsys):
-    code = main.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_emnist_letters_sizes_the_networks_to_26_classes_and_its_split_is_kept(tmp_path, capsys):
+def test_emnist_letters_sizes_the_networks_to_26_classes_and_its_split_is_kept(tmp_path, cli):
     write_idx_set(tmp_path / "EMNIST" / "raw", "emnist", "letters")
     weights = tmp_path / "w"
-    code, out, err = run(["--dataset", "emnist", "--emnist_split", "letters", "--directory", tmp_path, "--weights",
-                          weights, "--mode", "semi_supervised", "--labels", "-1", *TINY], capsys)
+    code, out, err = cli(["--dataset", "emnist", "--emnist_split", "letters", "--directory", tmp_path, "--weights",
+                          weights, "--mode", "semi_supervised", "--labels", "-1", *TINY])
     assert code == 0, err
     model = utils.load_models(weights)
     assert model.model_cfg.n_classes == 26 and model.train_cfg.emnist_split == "letters"
-    code, out, err = run(["evaluate", "--weights", weights, "--threads", "1", "--baselines", "False"], capsys)
+    code, out, err = cli(["evaluate", "--weights", weights, "--threads", "1", "--baselines", "False"])
     assert code == 0, err  # reads the letters split again, from the checkpoint
-    code, out, err = run(["--weights", weights, "--resume", "--emnist_split", "digits", "--epochs", "2"], capsys)
+    code, out, err = cli(["--weights", weights, "--resume", "--emnist_split", "digits", "--epochs", "2"])
     assert code == 2 and "--emnist_split digits (checkpoint: letters)" in err
 
 
-def test_cifar10_trains_in_colour_or_converted_by_the_flags(tmp_path, capsys):
+def test_cifar10_trains_in_colour_or_converted_by_the_flags(tmp_path, cli):
     write_cifar(tmp_path / data.CIFAR_FOLDER)
-    code, out, err = run(["--dataset", "cifar10", "--directory", tmp_path, "--weights", tmp_path / "rgb", *TINY],
-                         capsys)
+    code, out, err = cli(["--dataset", "cifar10", "--directory", tmp_path, "--weights", tmp_path / "rgb", *TINY])
     assert code == 0, err
     assert "cifar10 (15 train / 3 test images, RGB 32x32)" in out
-    code, out, err = run(["--dataset", "cifar10", "--directory", tmp_path, "--weights", tmp_path / "grey",
-                          "--channels", "1", "--image_size", "16", *TINY], capsys)
+    code, out, err = cli(["--dataset", "cifar10", "--directory", tmp_path, "--weights", tmp_path / "grey",
+                          "--channels", "1", "--image_size", "16", *TINY])
     assert code == 0, err
     assert tuple(utils.load_models(tmp_path / "grey").model_cfg.image_shape) == (1, 16, 16)
 
 
-def test_emnist_split_is_refused_for_another_set(tmp_path, capsys):
-    code, out, err = run(["--dataset", "mnist-sample", "--emnist_split", "letters", "--weights", tmp_path / "w"],
-                         capsys)
+def test_emnist_split_is_refused_for_another_set(tmp_path, cli):
+    code, out, err = cli(["--dataset", "mnist-sample", "--emnist_split", "letters", "--weights", tmp_path / "w"])
     assert code == 2 and "--emnist_split chooses which EMNIST" in err and not (tmp_path / "w").exists()
