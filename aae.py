@@ -108,6 +108,7 @@ class Variant:
     columns = ("recon_loss", "disc_loss", "gen_loss", "disc_accuracy")
     likelihood_protocol = False  # whether `evaluate` runs the paper's Table 1 protocol (Parzen window ...)
     has_baselines = False  # whether baselines() gives any
+    predicts_category = False  # whether it infers q(y|x): predict_category and category_probabilities
     picture_names = ("samples", "reconstructions", "losses")  # what `draw` can make, besides "all"
     draw_flags = ()  # draw's flags for its pictures (interpolation's --classes, --pairs, --steps)
     # None, or why it cannot: said by the command line before any work.
@@ -222,9 +223,20 @@ class Variant:
         return priors.sample(self.train_cfg.prior, n, self.model_cfg.latent_dim, generator=g, device=self.device,
                              **self.prior_params)
 
-    def sample_prior(self, n, generator=None):
-        """n draws from the whole prior, as the decoder takes them."""
+    def sample_prior(self, n, generator=None, category=None):
+        """n draws from the whole prior, as the decoder takes them; `category` k: all from class (or cluster) k's
+        part, for the models that have classes (classes())."""
+        assert category is None, "the plain AAE's prior has no classes"
         return self.sample_style(n, generator)
+
+    def classes(self):
+        """(how many, what to call one) of the classes or clusters the model decodes from; (0, None) for none."""
+        return 0, None
+
+    @property
+    def grid_columns(self):
+        """Columns of a grid of sample_prior's draws: one a category where row i of the draws is category i."""
+        return 10
 
     # -- using the trained model ---------------------------------------------------------------------
 

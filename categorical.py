@@ -49,6 +49,7 @@ class CategoricalAAE(Variant):
              "consistency_threshold")
     picture_names = ("mode", "samples", "reconstructions", "losses")
     has_baselines = True
+    predicts_category = True
     hard_category = True  # the decoder reads the one-hot y (models.CategoricalEncoder)
 
     def __init__(self, model_cfg, train_cfg, device, labels=None, cuda_graphs=False):
@@ -173,11 +174,21 @@ class CategoricalAAE(Variant):
             sums[column] += consistency_phase(enc, opt["consistency"], x, self.view(x, draws, "shift"),
                                               c.consistency_weight, ac, c.consistency_threshold)
 
-    def sample_prior(self, n, generator=None):
-        """[one-hot of category i mod K, style draw]: a grid K wide shows one category a column."""
+    def sample_prior(self, n, generator=None, category=None):
+        """[one-hot of category i mod K (or of `category`), style draw]: a grid K wide shows one category a
+        column."""
         z = self.sample_style(n, generator)
         k = self.n_categories
-        return torch.cat([one_hot(torch.arange(n, device=self.device) % k, k), z], dim=1)
+        y = torch.arange(n, device=self.device) % k if category is None else torch.full((n,), category,
+                                                                                      device=self.device)
+        return torch.cat([one_hot(y, k), z], dim=1)
+
+    def classes(self):
+        return self.n_categories, "class" if self.reads_labels() else "cluster"
+
+    @property
+    def grid_columns(self):
+        return self.n_categories
 
     # -- using the trained model ---------------------------------------------------------------------
 

@@ -78,6 +78,18 @@ class LabelDiscriminatorAAE(AAE):
         sums[3] += d_acc
         sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
 
+    def classes(self):
+        """Trained with labels, each class has its part of the prior."""
+        return (self.model_cfg.n_classes, "class") if self.reads_labels() else (0, None)
+
+    def sample_prior(self, n, generator=None, category=None):
+        """n draws from the whole prior; `category` k: from class k's part, as training draws them (draw())."""
+        if category is None:
+            return super().sample_prior(n, generator)
+        m = self.model_cfg
+        return priors.sample(self.train_cfg.prior, n, m.latent_dim, generator=generator or self.prior_rng,
+                             device=self.device, index=torch.full((n,), category), n_components=m.n_classes)
+
     def own_numbers(self):
         return True
 
@@ -147,11 +159,21 @@ class SupervisedAAE(AAE):
         sums[3] += d_acc
         sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
 
-    def sample_prior(self, n, generator=None):
-        """[one-hot of class i mod n_classes, style draw]: a grid n_classes wide shows one class a column."""
+    def sample_prior(self, n, generator=None, category=None):
+        """[one-hot of class i mod n_classes (or of `category`), style draw]: a grid n_classes wide shows one class
+        a column."""
         z = self.sample_style(n, generator)
         k = self.model_cfg.n_classes
-        return torch.cat([one_hot(torch.arange(n, device=self.device) % k, k), z], dim=1)
+        y = torch.arange(n, device=self.device) % k if category is None else torch.full((n,), category,
+                                                                                      device=self.device)
+        return torch.cat([one_hot(y, k), z], dim=1)
+
+    def classes(self):
+        return self.model_cfg.n_classes, "class"
+
+    @property
+    def grid_columns(self):
+        return self.model_cfg.n_classes
 
     def own_numbers(self):
         return True

@@ -1,4 +1,5 @@
-"""Command line of the Adversarial Autoencoder trainer: flags and dispatch (commands.py does the work).
+"""Command line of the Adversarial Autoencoder trainer: flags and dispatch (commands.py trains; use.py draws,
+evaluates, encodes and generates).
 
     python main.py --epochs 100 --download True                 # train on MNIST, weights in weights/
     python main.py train --dataset mnist-sample --epochs 20     # 5,000 real digits shipped here, offline
@@ -21,6 +22,7 @@ import signal
 import sys
 
 import commands
+import use
 from commands import EXIT_FILES, EXIT_USAGE, UsageError
 from data import DATASETS, EMNIST_SPLITS
 from images import DataError
@@ -430,12 +432,12 @@ def main(argv=None):
             unknown = [w for w in args.what if w not in PICTURES]
             if unknown:
                 parser.error(f"unknown picture {unknown[0]!r}; choose from {', '.join(PICTURES)}")
-            return commands.draw(args, typed_flags("draw", argv))
+            return use.draw(args, typed_flags("draw", argv))
         if command == "encode":
-            return commands.encode(args)
+            return use.encode(args)
         if command == "generate":
-            return commands.generate(args)
-        return commands.evaluate(args, typed_flags("evaluate", argv))
+            return use.generate(args)
+        return use.evaluate(args, typed_flags("evaluate", argv))
     except (UsageError, FolderBusy, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
