@@ -90,7 +90,10 @@ def evaluate_checkpoint(model, dataset, config=None):
     seconds = {}
     started = time.perf_counter()
 
-    # on a terminal, a bar with the time left; each part weighs roughly what it costs (docs/metrics.md)
+    # on a terminal, a bar with the time left. The weights are rough shares of the time, measured by `main.py
+    # evaluate` of a 1-epoch Fashion-MNIST model (60,000 / 10,000 images) on the 2-core development machine: parzen,
+    # reconstruction, knn, prior_match took 65, 4, 28, 3 % with --threads 1 and 52, 10, 34, 4 % with --threads 2;
+    # knn's share shrinks with the data (mnist-sample: 5 %)
     weights = {"parzen": 50, "reconstruction": 5, "knn": 40, "prior_match": 5}
     bar = tqdm(total=sum(weights.values()), desc="evaluate: parzen", bar_format="{desc} {bar} {remaining} left",
                leave=False, disable=not sys.stderr.isatty())
