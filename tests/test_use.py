@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-import commands
 import data
 import main
 import utils
@@ -256,10 +255,13 @@ def test_generate_class_decodes_the_same_styles_as_that_class(kind, k, classes, 
                                                                        style], 1))))
 
 
-def test_generate_class_of_the_label_discriminator_draws_from_its_part_of_the_prior():
+def test_generate_class_of_the_label_discriminator_draws_from_its_part_of_the_prior(cli, tmp_path):
     model = utils.load_models(FIXTURES / "label_discriminator.pt")  # a mixture of 10 Gaussians, trained with labels
-    codes, which = commands.class_codes(model, 500, 3, torch.Generator().manual_seed(0))
-    assert which == ", class 3"
+    assert model.classes() == (10, "class")
+    codes = model.sample_prior(500, torch.Generator().manual_seed(0), category=3)
+    code, out, err = cli(["generate", "--weights", FIXTURES / "label_discriminator.pt", "-n", "2", "--class", "3",
+                          "--out", tmp_path / "g"])
+    assert code == 0 and ", class 3 (seed 0)" in out, err
     angle = torch.atan2(codes[:, 1], codes[:, 0]).remainder(2 * math.pi)
     assert (angle - 2 * math.pi * 3 / 10).abs().max() < 0.2  # component 3 of 10 on the circle
     assert 3 < codes.norm(dim=1).mean() < 5  # at radius 4
