@@ -26,12 +26,9 @@ Datasets, each read from `directory` (DIR), downloaded into it with torchvision 
 """
 import gzip
 import math
-import os
 import pickle
-import socket
 import string
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -39,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from download import download_set
 from images import (FOLDER, TEST_FRACTION, DataError, Dataset, Split, convert, load_folder, one_line, read_idx,
                     size_pair, write_idx)
 
@@ -59,7 +57,6 @@ COLOUR_SHAPE = (3, 32, 32)  # SVHN's and CIFAR-10's images, channels first
 # We keep those: scores compare with MNIST's and the paper's, and evaluate (Parzen, k-NN) on 60,000 is 6x slower.
 QMNIST_TEST = 10_000
 SAMPLE_DIR = Path(__file__).resolve().parent / "assets" / "mnist_sample"
-DOWNLOAD_TIMEOUT_S = 60  # per socket operation; without one a stalled mirror hangs the run forever
 
 DIGITS = tuple(string.digits)
 CLASSES = {
@@ -149,7 +146,7 @@ def _find(name: str, directory, download: bool, emnist_split: str) -> dict:
     candidates, names, gz = _layout(name, directory, emnist_split)
     files = _locate(candidates, names, gz)
     if files is None and download:
-        _download(name, directory, emnist_split)
+        download_set(name, directory, _download_folder(name), emnist_split, f"; offline options: {OFFLINE_OPTIONS}")
         files = _locate(candidates, names, gz)
     if files is None:
         looked_for = ", ".join(f + ("[.gz]" if gz else "") for f in names)
@@ -398,60 +395,10 @@ class _ArraysOnly(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-# torchvision's class for each set, and the keyword arguments of the calls that fetch both splits
-TORCHVISION_CALLS = {
-    "mnist": ("MNIST", [{"train": True}]),  # one call fetches the train and test files
-    "fashion-mnist": ("FashionMNIST", [{"train": True}]),
-    "kmnist": ("KMNIST", [{"train": True}]),
-    "qmnist": ("QMNIST", [{"train": True}, {"train": False}]),  # each call fetches its own split only
-    "emnist": ("EMNIST", [{"train": True}]),  # one zip holds every split; split= is added
-    "svhn": ("SVHN", [{"split": "train"}, {"split": "test"}]),
-    "cifar10": ("CIFAR10", [{"train": True}]),  # one archive holds every batch
-}
-ARCHIVES = (".zip", ".tar.gz")  # what torchvision downloaded and unpacked: not moved, dropped with the folder
-
-
-def _download(name: str, directory: Path, emnist_split: str = "balanced") -> None:
-    """Fetch a set with torchvision into a temporary folder in `directory`, then move its files into the layout
-    load_dataset reads (_download_folders).
-
-    Files only appear in their final place once complete, so a failed or interrupted download never leaves
-    a partial file for the next run to trip over.
-    """
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as tmp:
-            _fetch(name, tmp, emnist_split)
-            source, target = _download_folders(name, Path(tmp), directory)
-            target.mkdir(parents=True, exist_ok=True)
-            for file in sorted(source.iterdir()):
-                if file.is_file() and not file.name.endswith(ARCHIVES):
-                    os.replace(file, target / file.name)
-    except Exception as e:  # network, HTTP, checksum, disk: torchvision raises many kinds
-        raise DataError(f"downloading {name} into {directory} failed ({one_line(e)}); offline options: "
-                        f"{OFFLINE_OPTIONS}") from None
-
-
-def _fetch(name: str, root: str, emnist_split: str) -> None:
-    """Let torchvision download `name` into `root` in its own layout, each socket operation timing out."""
-    import torchvision  # lazy: slow to import and only needed here
-
-    class_name, calls = TORCHVISION_CALLS[name]
-    dataset_class = getattr(torchvision.datasets, class_name)
-    extra = {"split": emnist_split} if name == "emnist" else {}
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        for kwargs in calls:
-            dataset_class(root, download=True, **kwargs, **extra)
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
-
-
-def _download_folders(name: str, tmp: Path, directory: Path):
-    """(the folder in `tmp` that torchvision filled, the folder of `directory` its files go to)."""
+def _download_folder(name: str) -> str:
+    """Where under DIR torchvision leaves a set's files, and load_dataset reads them."""
     if name == "svhn":
-        return tmp, directory
+        return "."
     if name == "cifar10":
-        return tmp / CIFAR_FOLDER, directory / CIFAR_FOLDER
-    return tmp / TORCHVISION_FOLDER[name] / "raw", directory / TORCHVISION_FOLDER[name] / "raw"
+        return CIFAR_FOLDER
+    return f"{TORCHVISION_FOLDER[name]}/raw"

@@ -257,10 +257,12 @@ def test_the_command_line_keeps_the_last_good_epochs_checkpoint_after_a_side_los
 # -- one-way imports ------------------------------------------------------------------------------
 
 # Each project module imports only modules before it; none imports inside a function but these libraries.
-IMPORT_ORDER = ["config", "images", "data", "priors", "models", "phases", "metrics", "baselines", "plots", "aae", "conditional",
-                "categorical", "variants", "utils", "train", "evaluate", "dashboard", "commands", "use", "bench", "main"]
+IMPORT_ORDER = ["config", "images", "download", "data", "priors", "models", "phases", "metrics", "baselines", "plots",
+                "aae", "conditional", "categorical", "variants", "utils", "train", "evaluate", "dashboard", "commands",
+                "use", "bench", "main"]
 LAZY_ALLOWED = {"matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "torchvision", "torchvision.utils",
-                "torchvision.datasets", "torchvision.transforms", "PIL", "scipy.io", "torch.utils.tensorboard", "torch.utils.tensorboard.summary", "faulthandler", "torch.profiler"}
+                "torchvision.datasets", "torchvision.transforms", "PIL", "scipy.io", "torch.utils.tensorboard",
+                "torch.utils.tensorboard.summary", "faulthandler", "torch.profiler"}
 
 
 def imports_of(path):
