@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+LEGEND_MOST = 20  # past this many classes (EMNIST's 47) a legend of repeating colours says nothing
+
 
 def save_grid(images, path, nrow=10):
     """Images [N, C, H, W] in [0, 1] as one PNG grid, no axes; returns the path."""
@@ -164,9 +166,11 @@ def draw_latent(codes, labels, path, prior=None, class_names=None):
         ax.scatter(xy[mine, 0], xy[mine, 1], s=3, color=cmap(i % 10), alpha=0.7, linewidths=0, label=name, zorder=1)
     ax.set_aspect("equal", adjustable="datalim")
     axis = "code" if basis is None else "principal axis"
-    ax.set(xlabel=f"{axis} 1", ylabel=f"{axis} 2", title=f"Test codes by label: {how}")
+    ax.set(xlabel=f"{axis} 1", ylabel=f"{axis} 2", title=f"Test codes by label:\n{how}")  # two lines: fits
     ax.title.set_fontsize(10)
-    ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False, fontsize=9)
+    if len(torch.unique(labels)) <= LEGEND_MOST:
+        ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False,
+                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

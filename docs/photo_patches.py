@@ -3,7 +3,7 @@ folder of real images, made by no one here, for `--dataset folder` (docs/folder.
 
     pip install scikit-image
     python docs/photo_patches.py /tmp/photo_patches            # 3,509 patches in 7 class folders
-    python main.py --dataset folder --directory /tmp/photo_patches --epochs 30 --weights runs/patches
+    python main.py --dataset folder --directory /tmp/photo_patches --epochs 100 --weights runs/patches
 
 Patches tile each photograph without overlap (so no test patch shares pixels with a training one); the flat
 ones (pixel standard deviation under 4 of 255, e.g. the retina photograph's black surround) are left out.

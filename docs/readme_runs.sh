@@ -1,7 +1,7 @@
 #!/bin/bash
 # The runs behind the README's figures, with today's code on the CPU (one thread each, so that two jobs
 # share the 2-core machine they were run on). Their folders go to runs/ (not kept in git); assets/ keeps the
-# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models | categorical | fashion-models | paper-loss | baselines | codes | heads
+# pictures and numbers the README shows. Usage: bash docs/readme_runs.sh fashion | sample | models | categorical | fashion-models | paper-loss | baselines | codes | heads | photos
 set -e
 PY=${PY:-.venv/bin/python}
 FM=/usr/share/datasets/fashion-mnist
@@ -54,5 +54,10 @@ codes)    # clustering's other baseline: k-means on the codes of the plain AAE o
     done ;;
 heads)    # the cluster heads of the README's first pictures: clustering, 100 epochs, seed 0
     $PY main.py --dataset mnist-sample --epochs 100 --threads 1 --mode clustering --clusters 16 --weights runs/heads-100 ;;
-*) echo "usage: bash docs/readme_runs.sh fashion | sample | models | categorical | fashion-models | paper-loss | baselines | codes | heads" >&2; exit 2 ;;
+photos)   # a folder of real photographs no one here made: scikit-image's, cut into 32x32 patches (docs/data.md)
+    $PY docs/photo_patches.py runs/photo_patches
+    /usr/bin/time -f "%e s wall" $PY main.py --dataset folder --directory runs/photo_patches --epochs 100 --threads 1 \
+        --weights runs/photos-100
+    $PY main.py evaluate --weights runs/photos-100 --threads 1 ;;
+*) echo "usage: bash docs/readme_runs.sh fashion | sample | models | categorical | fashion-models | paper-loss | baselines | codes | heads | photos" >&2; exit 2 ;;
 esac
