@@ -58,6 +58,9 @@ def select_labels(labels, n, n_classes, seed):
         return labels.clone()
     if n > len(labels):
         raise ValueError(f"--labels {n}: the training split has only {len(labels)} examples")
+    if 0 < n < n_classes:
+        raise ValueError(f"--labels {n} leaves classes without a labelled example: give at least {n_classes}, one a "
+                         "class")
     chosen = torch.full_like(labels, -1)
     g = torch.Generator().manual_seed(seed + SELECT_SEED)
     for c in range(n_classes):
@@ -84,8 +87,8 @@ def evaluating(*modules):
 def batched(fn, images, batch_size=1000):
     """fn of images as floats in [0, 1], a batch at a time, concatenated.
 
-    images: uint8 [N, H, W] as the data sets store them, or floats in [0, 1] in any shape the
-    encoder takes ([N, 1, 28, 28], [N, 784]).
+    images: uint8 [N, H, W] or [N, C, H, W] as the data sets store them, or floats in [0, 1] in any shape the
+    encoder takes ([N, C, H, W], [N, C*H*W]).
     """
     floats = to_float if images.dtype == torch.uint8 else (lambda x: x)
     return torch.cat([fn(floats(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])

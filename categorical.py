@@ -82,6 +82,9 @@ class CategoricalAAE(Variant):
         if cls.categories(model_cfg, train_cfg) < 2:
             raise ValueError(f"--clusters {model_cfg.clusters} puts every image in one cluster: use 2 or more")
         half = min(model_cfg.image_shape[1:]) // 2
+        if half <= 1 and train_cfg.augment:
+            raise ValueError(f"images of {model_cfg.image_shape[1]}x{model_cfg.image_shape[2]} are too small to shift: "
+                             "pass --augment 0")
         if not 0 <= train_cfg.augment < half:
             raise ValueError(f"--augment {train_cfg.augment} shifts the images out of view: use 0 to {half - 1} pixels")
 

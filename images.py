@@ -29,6 +29,9 @@ FALLBACK_SIZE = 28
 # 3 x 256 x 256 inputs would be 200 million weights. Larger images need --image_size.
 MAX_OWN_INPUTS = 3 * 64 * 64
 GREY_MODES = ("1", "L", "LA", "I", "F")  # PIL's modes of grey images (and "I;16..."); every other is colour
+LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601's weights of R, G, B: PIL's convert("L")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag exif_transpose reads; its values 5-8 turn the image a quarter
+CONVERT_CHUNK = 5_000  # images converted at a time (floats: 4 bytes a value, then resized)
 TEST_FRACTION = 0.1  # held out of a folder without train/ and test/ subfolders (MNIST's 10,000 of 70,000 is 1/7)
 IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only type MNIST-format files use
 
@@ -39,7 +42,7 @@ class DataError(Exception):
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 [N, 28, 28]
+    images: torch.Tensor  # uint8 [N, H, W] (grey) or [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
 
 
@@ -48,7 +51,7 @@ class Dataset:
     name: str
     train: Split
     test: Split
-    classes: tuple = ()  # a folder's class names (label i is classes[i]); () for the digits and a flat folder
+    classes: tuple = ()  # class names (label i is classes[i]); () for the MNIST digit sets and a flat folder
 
     @property
     def shape(self) -> tuple:
@@ -62,7 +65,7 @@ class Dataset:
         return not bool((self.train.labels == UNLABELLED).any())
 
 
-# -- images a user brings (main.py encode) -------------------------------------------------------
+# -- images a user brings (use.encode) -------------------------------------------------------
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -252,7 +255,7 @@ def folder_shape(layout, image_size: int = 0, channels: int = 0) -> tuple:
     (width, height), path = next(iter(sizes.items()))
     if channels * height * width > MAX_OWN_INPUTS:
         raise DataError(f"{layout.root}'s images are {width}x{height} ({path.name} ...), more inputs than these "
-                        f"fully connected networks take well: pass --image_size, e.g. 32 (64 at most for colour)")
+                        "fully connected networks take well: pass --image_size, e.g. 32")
     return channels, height, width
 
 
@@ -262,27 +265,32 @@ def size_pair(image_size):
 
 
 def image_header(path):
-    """((width, height), PIL mode) of an image file, from its header alone; DataError naming it if unreadable."""
+    """((width, height), PIL mode) of an image file as read_image turns it upright, from its header alone;
+    DataError naming it if unreadable."""
     try:
         with Image.open(path) as image:
-            return image.size, image.mode
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: width <-> height
+            return (image.size[::-1] if turned else image.size), image.mode
     except Exception as e:  # PIL raises many kinds for a file that is not an image
         detail = " ".join(str(e).split())[:160] or type(e).__name__
         raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
 
 
-def convert(images, shape):
+def convert(images, shape, chunk=CONVERT_CHUNK):
     """uint8 images [N, H, W] or [N, C, H, W] as `shape` (C, H, W): grey made colour by repeating it, colour made
-    grey as PIL's convert("L") weighs it (ITU-R 601), resized with antialiasing; uint8 [N, H, W] when C is 1."""
+    grey as PIL's convert("L") weighs it (ITU-R 601), resized with antialiasing; uint8 [N, H, W] when C is 1.
+    `chunk` images at a time go through floats, so memory stays near the uint8 result's."""
     channels, height, width = shape
-    x = (images[:, None] if images.dim() == 3 else images).float()
-    if x.shape[1] != channels:
-        x = x.repeat(1, 3, 1, 1) if channels == 3 else (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(
-            1, keepdim=True)
-    if tuple(x.shape[2:]) != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    x = x.round().clamp(0, 255).to(torch.uint8)
-    return x[:, 0] if channels == 1 else x
+    out = torch.empty(len(images), channels, height, width, dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        x = (part[:, None] if part.dim() == 3 else part).float()
+        if x.shape[1] != channels:
+            x = x.repeat(1, 3, 1, 1) if channels == 3 else (x * LUMA[:, None, None]).sum(1, keepdim=True)
+        if tuple(x.shape[2:]) != (height, width):
+            x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + chunk] = x.round().clamp(0, 255).to(torch.uint8)
+    return out[:, 0] if channels == 1 else out
 
 
 def read_array(path, shape):
@@ -313,9 +321,10 @@ def shaped(images, shape, path):
     elif images.dim() == 2 and images.shape[1] == channels * height * width:
         images = images.reshape(-1, *shape)
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(shape):
+        also = f"[N, {channels}, {height}, {width}] or " if channels == 1 else ""
         want = f"[N, {height}, {width}]" if channels == 1 else f"[N, {channels}, {height}, {width}]"
         raise DataError(f"--images {path} holds an array of shape {list(images.shape)}; the model takes images "
-                        f"{want} ([N, {channels}, {height}, {width}] or [N, {channels * height * width}] also do)")
+                        f"{want} ({also}[N, {channels * height * width}] also do)")
     if len(images) == 0:
         raise DataError(f"--images {path} holds no images")
     return images

@@ -184,8 +184,8 @@ def build_parser():
                       help="mnist (download or IDX files), fashion-mnist, mnist-sample: 5,000 real digits kept in "
                            "this repository, or folder: your PNG/JPEG images in --directory. Class subfolders "
                            "(DIR/<class>/*.png, classes in name order, as torchvision's ImageFolder) give labels; a "
-                           "flat folder has none and trains the plain AAE only. DIR/train and DIR/test, if both "
-                           "exist, are the splits")
+                           "flat folder has none and trains only the models that read none (the plain AAE, "
+                           "clustering, dim_reduction with --labels 0). DIR/train and DIR/test, if both exist, are the splits")
     data.add_argument("--directory", default="data", help="where the data lives, or is downloaded to")
     data.add_argument("--test_fraction", type=open_fraction, default=0.1,
                       help="--dataset folder without train/ and test/: the share of its images held out for testing, "
@@ -237,8 +237,8 @@ def build_parser():
                  "the discriminator also sees the label, tying each class to a part of a mixture or swiss_roll "
                  "prior (§2.3)")
     paper.add_argument("--labels", type=label_count, default=-1,
-                       help="labelled training examples, for the models that read labels: N (N/10 a class, chosen "
-                            "from --seed) or -1 for all")
+                       help="labelled training examples, for the models that read labels: N (N // classes of each class, "
+                            "the first N %% classes classes one more, chosen from --seed) or -1 for all")
     paper.add_argument("--classification_lr", type=positive_float, default=3e-3,
                        help="Adam learning rate of the cross-entropy phase on labelled batches")
     paper.add_argument("--balance_weight", type=non_negative_float, default=0.4,

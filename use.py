@@ -18,7 +18,7 @@ from PIL import Image
 import evaluate as evaluation
 import plots
 import utils
-from commands import UNLABELLED_NOTE, UsageError, labelled_numbers, set_threads
+from commands import DIGITS, UNLABELLED_NOTE, UsageError, labelled_numbers, set_threads
 from data import load_dataset
 from images import read_images
 
@@ -38,9 +38,11 @@ def data_of(model, dataset=None, directory=None):
     data = load_dataset(dataset or t.dataset, directory or t.directory, download=False, seed=t.seed,
                         test_fraction=t.test_fraction, image_size=(height, width), channels=channels,
                         emnist_split=t.emnist_split)
-    if data.classes and len(data.classes) != model.model_cfg.n_classes and model.reads_labels():
-        raise UsageError(f"{directory or t.directory} holds {len(data.classes)} classes and the model was trained on "
-                         f"{model.model_cfg.n_classes}: pass the --directory it was trained on")
+    count = len(data.classes) or DIGITS
+    if data.labelled and count != model.model_cfg.n_classes and model.reads_labels():
+        where = f"{dataset} in {directory or t.directory}" if dataset else directory or t.directory
+        raise UsageError(f"{where} has {count} classes and the model was trained on {model.model_cfg.n_classes}: "
+                         "pass the --dataset and --directory it was trained on")
     return data
 
 

@@ -1,5 +1,5 @@
 """Cut scikit-image's colour sample photographs into 32x32 PNG patches, one class subfolder a photograph: a
-folder of real images, made by no one here, for `--dataset folder` (docs/folder.md).
+folder of real images, made by no one here, for `--dataset folder` (docs/data.md).
 
     pip install scikit-image
     python docs/photo_patches.py /tmp/photo_patches            # 3,509 patches in 7 class folders

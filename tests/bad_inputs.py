@@ -25,10 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import scipy.io  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import data  # noqa: E402
 import utils  # noqa: E402
+from models import ModelConfig  # noqa: E402
+from train import TrainConfig, Trainer  # noqa: E402
 
 IDX = {"train images": "train-images-idx3-ubyte.gz", "train labels": "train-labels-idx1-ubyte.gz"}
 
@@ -93,8 +97,6 @@ def supervised_checkpoint(folder):
 
 def png_folder(folder):
     """pngs/: three test digits as PNG files, the last cut off half-way."""
-    from PIL import Image
-
     (folder / "pngs").mkdir()
     for i, image in enumerate(data.read_idx(folder / "idx" / "t10k-images-idx3-ubyte.gz")[:3]):
         Image.fromarray(image.numpy()).save(folder / "pngs" / f"digit_{i}.png")
@@ -105,8 +107,6 @@ def png_folder(folder):
 def picture_folder(spoil=None, flat=False):
     """pics/: 12 test digits as PNG files, in class subfolders by label (or flat), then `spoil(pics)`."""
     def setup(folder):
-        from PIL import Image
-
         images = data.read_idx(folder / "idx" / "t10k-images-idx3-ubyte.gz")[:12]
         labels = data.read_idx(folder / "idx" / "t10k-labels-idx1-ubyte.gz")[:12]
         for i, (image, label) in enumerate(zip(images, labels.tolist())):
@@ -130,14 +130,10 @@ def only_one_png(pics):
 
 
 def add_colour_png(pics):
-    from PIL import Image
-
     Image.new("RGB", (28, 28), (200, 30, 30)).save(pics / "digit_7" / "red.png")
 
 
 def enlarge_pngs(pics):
-    from PIL import Image
-
     for path in pics.rglob("*.png"):
         Image.open(path).resize((200, 200)).save(path)
 
@@ -149,8 +145,6 @@ def random_cifar(folder):
 
 
 def cut_svhn(folder):
-    import scipy.io
-
     (folder / "svhn").mkdir()
     for name in data.SVHN_FILES.values():
         scipy.io.savemat(folder / "svhn" / name, {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((4, 1))})
@@ -326,6 +320,10 @@ CASES = [
     ("flag", "--image_size 1000 (fully connected networks)", ["--weights", "new", *FRESH, "--image_size", "1000"],
      None),
     ("flag", "--resume with another --image_size", [*RESUME, "--image_size", "14"], None),
+    ("flag", "--labels fewer than the classes", ["--weights", "new", *FRESH, "--mode", "semi_supervised", "--labels",
+                                                  "5"], None),
+    ("flag", "images too small for --augment's shifts", ["--weights", "new", *FRESH, "--mode", "clustering",
+                                                          "--image_size", "2"], None),
     ("flag", "--emnist_split with --dataset mnist", ["--weights", "new", *FRESH, "--emnist_split", "letters"], None),
     ("flag", "--emnist_split of no such split", ["--weights", "new", "--dataset", "emnist", "--emnist_split",
                                                  "capitals"], None),
@@ -411,9 +409,6 @@ SLOW_DISK = ("import os, time; r = os.replace; "
 
 def prepare(base):
     data.write_synthetic_idx(base / "idx", n_train=200, n_test=100, seed=0)
-    from models import ModelConfig
-    from train import TrainConfig, Trainer
-
     torch.manual_seed(0)
     t = Trainer(ModelConfig(latent_dim=2, hidden_dim=32, dis_hidden_dim=32),
                 TrainConfig(dataset="mnist", directory="idx", epochs=1, batch_size=50), "cpu")

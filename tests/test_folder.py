@@ -161,6 +161,13 @@ def test_a_labelled_folder_sets_the_classes_and_draw_reads_the_same_test_split(c
     assert 0 <= metrics["knn_accuracy"] <= 1
     code, out, err = cli(["draw", "--weights", str(weights), "--threads", "1"])
     assert code == 0 and (weights / "reconstructions.png").is_file()
+    # another data set, whose 10 digits the model's 3 classes cannot decode, is refused in one line
+    code, out, err = cli(["evaluate", "--weights", str(weights), "--dataset", "mnist-sample", "--threads", "1"])
+    assert code == 2 and "has 10 classes and the model was trained on 3" in err and len(err.splitlines()) == 1
+    # fewer labels than classes would leave a class with no labelled example
+    code, out, err = cli(["--dataset", "folder", "--directory", str(classes_dir), "--weights", str(tmp_path / "l"),
+                          "--mode", "semi_supervised", "--labels", "2", *TINY])
+    assert code == 2 and "--labels 2 leaves classes without a labelled example" in err
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -315,3 +322,30 @@ def test_a_colour_folder_trains_resumes_and_every_command_reads_it_as_the_model_
     assert code == 0, err
     made = sorted((tmp_path / "gen").iterdir())
     assert len(made) == 3 and all(Image.open(p).mode == "RGB" and Image.open(p).size == (12, 12) for p in made)
+
+
+def test_a_quarter_turn_in_exif_counts_in_the_folders_own_size(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        exif = Image.Exif()
+        if i % 2:
+            exif[images.EXIF_ORIENTATION] = 6  # shown turned a quarter: 30 wide, 40 high
+        Image.new("RGB", (40, 30), (200, 20 * i, 0)).save(folder / f"{i}.jpg", exif=exif)
+    layout = images.scan_folder(folder)
+    assert images.folder_shape(layout) == (3, 28, 28)  # two sizes once turned upright: the fallback
+    upright = images.read_image(folder / "1.jpg", (3, 40, 30))
+    assert upright.shape == (3, 40, 30)
+
+
+def test_convert_a_chunk_at_a_time_gives_the_same_images():
+    x = torch.randint(0, 256, (7, 3, 9, 11), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for shape in ((1, 5, 6), (3, 9, 11), (3, 12, 4)):
+        assert torch.equal(images.convert(x, shape, chunk=2), images.convert(x, shape, chunk=100))
+
+
+def test_images_too_small_to_shift_ask_for_augment_0(cli, tmp_path):
+    code, out, err = cli(["--dataset", "mnist-sample", "--mode", "clustering", "--image_size", "2", "--weights",
+                          tmp_path / "w", *TINY])
+    assert code == 2 and "images of 2x2 are too small to shift: pass --augment 0" in err
+    assert not (tmp_path / "w").exists()
