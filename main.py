@@ -17,7 +17,6 @@ diverged run, 130/143 after Ctrl-C/SIGTERM (resumable).
 """
 
 import argparse
-import math
 import signal
 import sys
 
@@ -25,6 +24,8 @@ import commands
 import use
 from commands import EXIT_FILES, EXIT_USAGE, UsageError
 from data import DATASETS, EMNIST_SPLITS
+from flags import (MAX_IMAGE_SIZE, at_most, class_label, label_count, non_negative_float, non_negative_int,
+                   open_fraction, positive_float, positive_int, probability, seed_int, str2bool)
 from images import DataError
 from models import ENCODERS
 from priors import PRIORS
@@ -33,116 +34,6 @@ from variants import MODES
 
 COMMANDS = ("train", "draw", "evaluate", "encode", "generate")
 PICTURES = ("all", "interpolation", "samples", "reconstructions", "losses", "mode")
-
-
-# -- flag types: each refuses a bad value with a one-line message --------------------------------
-
-
-def str2bool(text):
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "y", "on"):
-        return True
-    if value in ("false", "0", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True/False/1/0/yes/no, got {text!r}")
-
-
-def whole_number(text):
-    """int(text), or argparse's error for text that is not a whole number."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def positive_int(text):
-    value = whole_number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text):
-    value = whole_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def number(text):
-    """float(text), or argparse's error for text that is not a number."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def positive_float(text):
-    value = number(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def probability(text):
-    value = number(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value + 0.0
-
-
-def open_fraction(text):
-    value = number(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, both left out, got {text!r}")
-    return value
-
-
-def non_negative_float(text):
-    value = number(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value + 0.0  # -0 -> 0
-
-
-MAX_IMAGE_SIZE = 128  # 3 x 128 x 128 inputs to 1000 units is 49 million weights a layer
-
-
-def at_most(most, why):
-    """positive_int with an upper bound: past it a run would only exhaust memory or threads."""
-
-    def parse(text):
-        value = positive_int(text)
-        if value > most:
-            raise argparse.ArgumentTypeError(f"must be at most {most} ({why}), got {value}")
-        return value
-
-    return parse
-
-
-def class_label(text):
-    """A class number, 0 or more (the model's data says how many there are)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class number, 0 or more, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"classes are numbered from 0, got {value}")
-    return value
-
-
-def seed_int(text):
-    value = whole_number(text)
-    if not -(2**63) <= value <= 2**63 - 3:  # torch takes 64-bit seeds, and the run also uses seed + 1, seed + 2
-        raise argparse.ArgumentTypeError(f"must be from -2**63 to 2**63 - 3, got {value}")
-    return value
-
-
-def label_count(text):
-    value = whole_number(text)
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"must be a count >= 0, or -1 for all labels; got {value}")
-    return value
 
 
 def one_line(message):
@@ -181,11 +72,13 @@ def build_parser():
                            "the same.")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="mnist",
-                      help="mnist (download or IDX files), fashion-mnist, mnist-sample: 5,000 real digits kept in "
-                           "this repository, or folder: your PNG/JPEG images in --directory. Class subfolders "
+                      help="mnist, fashion-mnist, kmnist, qmnist, emnist, svhn, cifar10: torchvision's files in "
+                           "--directory (or --download them); mnist-sample: 5,000 real digits kept in this "
+                           "repository; folder: your PNG/JPEG images in --directory. Class subfolders "
                            "(DIR/<class>/*.png, classes in name order, as torchvision's ImageFolder) give labels; a "
                            "flat folder has none and trains only the models that read none (the plain AAE, "
-                           "clustering, dim_reduction with --labels 0). DIR/train and DIR/test, if both exist, are the splits")
+                           "clustering, dim_reduction with --labels 0). DIR/train and DIR/test, if both exist, are "
+                           "the splits (docs/data.md)")
     data.add_argument("--directory", default="data", help="where the data lives, or is downloaded to")
     data.add_argument("--test_fraction", type=open_fraction, default=0.1,
                       help="--dataset folder without train/ and test/: the share of its images held out for testing, "
@@ -237,8 +130,8 @@ def build_parser():
                  "the discriminator also sees the label, tying each class to a part of a mixture or swiss_roll "
                  "prior (§2.3)")
     paper.add_argument("--labels", type=label_count, default=-1,
-                       help="labelled training examples, for the models that read labels: N (N // classes of each class, "
-                            "the first N %% classes classes one more, chosen from --seed) or -1 for all")
+                       help="labelled training examples, for the models that read labels: N (N // classes of "
+                            "each class, the first N %% classes classes one more, chosen from --seed) or -1 for all")
     paper.add_argument("--classification_lr", type=positive_float, default=3e-3,
                        help="Adam learning rate of the cross-entropy phase on labelled batches")
     paper.add_argument("--balance_weight", type=non_negative_float, default=0.4,
@@ -349,8 +242,8 @@ def build_encode_parser():
                    help="a folder of PNG/JPEG images (its own files, not subfolders; rows in file-name order), one "
                         ".png/.jpg image, an IDX file (.gz or plain), or a .npy array: uint8 [N, H, W] or floats in "
                         "[0, 1]. Images are converted to the model's channels and size (grey 28x28 for the MNIST "
-                        "models; resized, aspect not kept); arrays must have them already. The models saw white strokes on "
-                        "black")
+                        "models; resized, aspect not kept); arrays must have them already. The MNIST models saw "
+                        "white strokes on black")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where the codes go. npy: float32 [N, code size]; for the categorical models also "
                         "NAME.class.npy (or NAME.cluster.npy), int64 [N], and NAME.probability.npy, float32 [N], "

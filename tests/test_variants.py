@@ -259,7 +259,7 @@ def test_the_command_line_keeps_the_last_good_epochs_checkpoint_after_a_side_los
 # Each project module imports only modules before it; none imports inside a function but these libraries.
 IMPORT_ORDER = ["config", "images", "download", "data", "priors", "models", "phases", "metrics", "baselines", "plots",
                 "aae", "conditional", "categorical", "variants", "utils", "train", "evaluate", "dashboard", "commands",
-                "use", "bench", "main"]
+                "use", "bench", "flags", "main"]
 LAZY_ALLOWED = {"matplotlib", "matplotlib.pyplot", "matplotlib.ticker", "torchvision", "torchvision.utils",
                 "torchvision.datasets", "torchvision.transforms", "PIL", "scipy.io", "torch.utils.tensorboard",
                 "torch.utils.tensorboard.summary", "faulthandler", "torch.profiler"}
