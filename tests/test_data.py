@@ -12,25 +12,11 @@ import pytest
 import torch
 
 import data
+from helpers import files_under, raises_one_line
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_IMAGES, TRAIN_LABELS = data.SPLIT_FILES["train"]
 TEST_IMAGES, TEST_LABELS = data.SPLIT_FILES["test"]
-
-
-def raises_one_line(match_all, call):
-    """Run `call`, expect DataError, check its message is one line containing every string in `match_all`."""
-    with pytest.raises(data.DataError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for text in match_all:
-        assert str(text) in message, (text, message)
-    return message
-
-
-def files_under(folder: Path):
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
 
 
 # --- IDX files -------------------------------------------------------------------------------------------------

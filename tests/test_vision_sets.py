@@ -17,25 +17,11 @@ import scipy.io
 import torch
 
 import data
+from helpers import files_under, raises_one_line
 import utils
 
 N_TRAIN, N_TEST = 6, 4
 EMNIST_SIZES = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26, "digits": 10, "mnist": 10}
-
-
-def raises_one_line(match_all, call):
-    """Run `call`, expect DataError, check its message is one line containing every string in `match_all`."""
-    with pytest.raises(data.DataError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for text in match_all:
-        assert str(text) in message, (text, message)
-    return message
-
-
-def files_under(folder: Path):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
 def random_images(n, shape, seed):
@@ -346,7 +332,7 @@ def test_download_moves_files_into_the_layout(tmp_path, monkeypatch, name, expec
     ds = data.load_dataset(name, tmp_path, download=True)
     assert len(ds.train.images) > 0 and len(ds.test.images) > 0
     assert calls[: len(expect_calls)] == expect_calls
-    assert files_under(tmp_path) == expect_files  # archives dropped, temporary folder gone
+    assert files_under(tmp_path) == [Path(f) for f in expect_files]  # archives dropped, temporary folder gone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     fake_torchvision(monkeypatch, lambda *a: pytest.fail("downloaded although the files were present"))
     assert torch.equal(data.load_dataset(name, tmp_path, download=True).test.labels, ds.test.labels)
