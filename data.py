@@ -24,12 +24,9 @@ Datasets, each read from `directory` (DIR), downloaded into it with torchvision 
   "folder": the PNG/JPEG files of DIR (images.load_folder).
 `class_names` gives a set's class names without reading a file. images.py reads the image files themselves.
 """
-import gzip
 import math
 import pickle
 import string
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from download import download_set
-from images import (FOLDER, TEST_FRACTION, DataError, Dataset, Split, convert, load_folder, one_line, read_idx,
-                    size_pair, write_idx)
+from images import (FOLDER, TEST_FRACTION, DataError, Dataset, Split, convert, file_bytes, idx_shape, load_folder,
+                    one_line, read_idx, size_pair, write_idx)
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "folder", "kmnist", "qmnist", "emnist", "svhn", "cifar10")
 
@@ -303,33 +300,13 @@ def _read_int_idx(path) -> torch.Tensor:
     """An IDX file of big-endian int32 (type 0x0C; gzip-compressed or plain) as int64, shaped as its header says.
     images.read_idx reads the unsigned-byte ones."""
     path = Path(path)
-    raw = _file_bytes(path)
+    raw = file_bytes(path)
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x0c":
         raise DataError(f"{path} is not an IDX file of 32-bit integers (header {raw[:4].hex() or 'empty'}, "
                         "expected 00000c..); delete it and download it again")
-    ndim, header = raw[3], 4 + 4 * raw[3]
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path} has a bad IDX header ({ndim} dimensions, {len(raw)} bytes); "
-                        "delete it and download it again")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    size = math.prod(dims)  # Python ints: a corrupt header cannot overflow
-    if len(raw) - header != 4 * size:
-        raise DataError(f"{path} is truncated or corrupt: header says {list(dims)} = {4 * size} bytes of data, "
-                        f"file holds {len(raw) - header}; delete it and download it again")
-    return torch.from_numpy(np.frombuffer(raw, dtype=">i4", count=size, offset=header).astype(np.int64)
-                            .reshape(dims))
-
-
-def _file_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped if it is gzip; DataError naming it if it cannot be read."""
-    try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b" else raw
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path} is truncated or not valid gzip ({one_line(e)}); "
-                        "delete it and download it again") from None
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or one_line(e)}") from None
+    dims, header = idx_shape(path, raw, itemsize=4)
+    return torch.from_numpy(np.frombuffer(raw, dtype=">i4", count=math.prod(dims), offset=header)
+                            .astype(np.int64).reshape(dims))
 
 
 def _read_svhn(files) -> Dataset:

@@ -336,33 +336,42 @@ def shaped(images, shape, path):
 def read_idx(path) -> torch.Tensor:
     """Read a uint8 IDX file (gzip-compressed or plain) into a tensor of the shape its header gives."""
     path = Path(path)
+    raw = file_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); "
+                        "delete it and download it again")
+    if raw[2] != IDX_UBYTE:
+        raise DataError(f"{path} holds IDX type 0x{raw[2]:02x}, expected unsigned bytes (0x08)")
+    dims, header = idx_shape(path, raw, itemsize=1)
+    array = np.frombuffer(raw, dtype=np.uint8, count=math.prod(dims), offset=header).reshape(dims)
+    return torch.from_numpy(array.copy())  # copy: frombuffer over bytes is read-only
+
+
+def file_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped if it is gzip (by its name or its magic); DataError naming it if unreadable."""
     try:
         raw = path.read_bytes()
-        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        return gzip.decompress(raw) if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b" else raw
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path} is truncated or not valid gzip ({one_line(e)}); "
                         "delete it and download it again") from None
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or one_line(e)}") from None
 
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); "
-                        "delete it and download it again")
-    type_code, ndim = raw[2], raw[3]
-    if type_code != IDX_UBYTE:
-        raise DataError(f"{path} holds IDX type 0x{type_code:02x}, expected unsigned bytes (0x08)")
-    header = 4 + 4 * ndim
+
+def idx_shape(path, raw, itemsize):
+    """(dims, header length) of an IDX file's bytes whose type the caller checked, values `itemsize` bytes each;
+    DataError if its header is cut short or its data is not as long as the header says."""
+    ndim, header = raw[3], 4 + 4 * raw[3]
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{path} has a bad IDX header ({ndim} dimensions, {len(raw)} bytes); "
                         "delete it and download it again")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    size = math.prod(dims)  # Python ints: a corrupt header cannot overflow
+    size = math.prod(dims) * itemsize  # Python ints: a corrupt header cannot overflow
     if len(raw) - header != size:
         raise DataError(f"{path} is truncated or corrupt: header says {list(dims)} = {size} bytes of data, "
                         f"file holds {len(raw) - header}; delete it and download it again")
-    array = np.frombuffer(raw, dtype=np.uint8, count=size, offset=header).reshape(dims)
-    return torch.from_numpy(array.copy())  # copy: frombuffer over bytes is read-only
+    return dims, header
 
 
 def write_idx(path, tensor_uint8: torch.Tensor) -> None:
