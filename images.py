@@ -129,8 +129,7 @@ def read_image(path, shape):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
     except Exception as e:  # PIL raises many kinds for a file that is not a whole image
-        detail = " ".join(str(e).split())[:160] or type(e).__name__
-        raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
+        raise unreadable(path, e) from None
     return pixels[None] if channels == 1 else pixels.permute(2, 0, 1)  # [H, W(, C)] -> [C, H, W]
 
 
@@ -234,9 +233,8 @@ def load_folder(directory, seed: int = 0, test_fraction: float = TEST_FRACTION, 
 
 def folder_shape(layout, image_size: int = 0, channels: int = 0) -> tuple:
     """(C, H, W) that a folder's images become: --channels and --image_size (N, or (H, W)) where given (0: not
-    given), else
-    the images' own when they all agree: grey 1 or colour 3 (a mix is refused), and their size (else 28x28).
-    Reads only the files' headers."""
+    given), else the images' own when they all agree: grey 1 or colour 3 (a mix is refused), and their size
+    (else 28x28). Reads only the files' headers."""
     sizes, kinds = {}, {}
     for path, _ in (pair for files in layout.files.values() for pair in files):
         size, pixel_format = image_header(path)
@@ -272,8 +270,13 @@ def image_header(path):
             turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: width <-> height
             return (image.size[::-1] if turned else image.size), image.mode
     except Exception as e:  # PIL raises many kinds for a file that is not an image
-        detail = " ".join(str(e).split())[:160] or type(e).__name__
-        raise DataError(f"{path} is not a readable image ({detail}); replace or remove it") from None
+        raise unreadable(path, e) from None
+
+
+def unreadable(path, error):
+    """The DataError of an image file PIL cannot read: its name, and PIL's reason in one short line."""
+    detail = " ".join(str(error).split())[:160] or type(error).__name__
+    return DataError(f"{path} is not a readable image ({detail}); replace or remove it")
 
 
 def convert(images, shape, chunk=CONVERT_CHUNK):
