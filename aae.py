@@ -25,7 +25,7 @@ import plots
 import priors
 from config import ModelConfig, TrainConfig
 from data import to_float
-from models import ENCODERS, Decoder, Discriminator
+from models import ENCODERS, Decoder, Discriminator, one_hot
 from phases import discriminator_phase, generator_phase, reconstruction_phase
 
 
@@ -231,6 +231,14 @@ class Variant:
         part, for the models that have classes (classes())."""
         assert category is None, "the plain AAE's prior has no classes"
         return self.sample_style(n, generator)
+
+    def one_hot_prior(self, n, k, generator=None, category=None):
+        """[one-hot of category i mod k (or of `category`), style draw]: the prior of a model whose decoder reads a
+        one-hot class or category beside the style; a grid k wide shows one category a column."""
+        z = self.sample_style(n, generator)
+        y = torch.arange(n, device=self.device) % k if category is None else torch.full((n,), category,
+                                                                                      device=self.device)
+        return torch.cat([one_hot(y, k), z], dim=1)
 
     def classes(self):
         """(how many, what to call one) of the classes or clusters the model decodes from; (0, None) for none."""

@@ -178,13 +178,7 @@ class CategoricalAAE(Variant):
                                               c.consistency_weight, ac, c.consistency_threshold)
 
     def sample_prior(self, n, generator=None, category=None):
-        """[one-hot of category i mod K (or of `category`), style draw]: a grid K wide shows one category a
-        column."""
-        z = self.sample_style(n, generator)
-        k = self.n_categories
-        y = torch.arange(n, device=self.device) % k if category is None else torch.full((n,), category,
-                                                                                      device=self.device)
-        return torch.cat([one_hot(y, k), z], dim=1)
+        return self.one_hot_prior(n, self.n_categories, generator, category)
 
     def classes(self):
         return self.n_categories, "class" if self.reads_labels() else "cluster"

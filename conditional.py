@@ -160,13 +160,7 @@ class SupervisedAAE(AAE):
         sums[2] += generator_phase(tagged, dis, opt["generator"], x, ac)
 
     def sample_prior(self, n, generator=None, category=None):
-        """[one-hot of class i mod n_classes (or of `category`), style draw]: a grid n_classes wide shows one class
-        a column."""
-        z = self.sample_style(n, generator)
-        k = self.model_cfg.n_classes
-        y = torch.arange(n, device=self.device) % k if category is None else torch.full((n,), category,
-                                                                                      device=self.device)
-        return torch.cat([one_hot(y, k), z], dim=1)
+        return self.one_hot_prior(n, self.model_cfg.n_classes, generator, category)
 
     def classes(self):
         return self.model_cfg.n_classes, "class"
